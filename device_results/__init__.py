@@ -1,0 +1,1 @@
+"""Results: the SQLite results store, latency statistics and paired tests, reports."""

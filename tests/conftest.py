@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny generated data, and the rule for tests that need a system tool.
+
+On a laptop a test whose system tool (adb, slurmctld, chromium...) is missing is skipped with the
+reason; under CI (CI=true) it fails, so a missing install step can never pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from training.sample import SampleConfig, generate_sample
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# A small sample: 7 classes x (24 + 8) RAF-DB, 7 x (12 + 4 + 4) FER, 7 x 6 custom images.
+TINY_SAMPLE = SampleConfig(
+    seed=0, rafdb_train_per_class=24, rafdb_test_per_class=8, fer_train_per_class=12,
+    fer_val_per_class=4, fer_test_per_class=4, custom_per_class=6,
+)
+
+
+def require_tool(*names: str) -> str:
+    """Return the path of the first tool found; skip (or fail under CI) when none is installed."""
+    for name in names:
+        path = shutil.which(name) or next(
+            (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()), None
+        )
+        if path:
+            return path
+    reason = f"system tool {' or '.join(names)} is not installed"
+    if IN_CI:
+        pytest.fail(f"{reason}; .ci/run must install it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory) -> dict[str, Path]:
+    """The sample dataset at TINY_SAMPLE size, generated once per test session."""
+    return generate_sample(tmp_path_factory.mktemp("sample"), TINY_SAMPLE)

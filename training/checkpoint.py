@@ -1,0 +1,199 @@
+"""The checkpoint contract: one ``.pt`` file that ``torch.load(path, weights_only=True)`` reads.
+
+It holds only tensors and plain Python values: the format version, ``arch``, ``num_classes``,
+``class_names``, ``input_size`` (C, H, W), normalisation ``mean``/``std``, ``model_kwargs``, the
+model state, optimizer/scheduler state, epoch, best metric, history and the resolved config.
+Export and the ablation read architecture and classes from it, never from flags.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import logging
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from emobench_common.errors import EmobenchError
+from emobench_common.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "emobench-checkpoint"
+CHECKPOINT_VERSION = 1
+_REQUIRED = ("arch", "num_classes", "class_names", "input_size", "mean", "std", "model_state")
+
+
+class CheckpointError(EmobenchError):
+    """A file that is not a readable emobench checkpoint."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint. ``raw`` keeps every stored field (optimizer state, history, config...)."""
+
+    path: Path
+    arch: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    model_state: Mapping[str, torch.Tensor]
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    best_metric: float | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def image_size(self) -> int:
+        return self.input_size[1]
+
+    def build_model(self) -> nn.Module:
+        """The model with the stored weights, in eval mode, on the CPU."""
+        from training.models import create_model
+
+        model = create_model(self.arch, num_classes=self.num_classes, pretrained=False, **dict(self.model_kwargs))
+        try:
+            model.load_state_dict(self.model_state)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{self.path}: the stored weights do not fit {self.arch} with {self.num_classes} classes ({exc})"
+            ) from exc
+        return model.eval()
+
+
+def make_checkpoint_dict(
+    *,
+    model: nn.Module,
+    arch: str,
+    class_names: Sequence[str],
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    model_kwargs: Mapping[str, Any] | None = None,
+    optimizer_state: Mapping[str, Any] | None = None,
+    scheduler_state: Mapping[str, Any] | None = None,
+    scaler_state: Mapping[str, Any] | None = None,
+    epoch: int = 0,
+    best_metric: float | None = None,
+    best_metric_name: str | None = None,
+    history: Sequence[Mapping[str, Any]] = (),
+    config: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the checkpoint dict (plain values only, so ``weights_only=True`` can read it)."""
+    state = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "arch": arch,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "input_size": [int(v) for v in input_size],
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "model_kwargs": dict(model_kwargs or {}),
+        "model_state": {k: v.detach().cpu() for k, v in state.items()},
+        "optimizer_state": optimizer_state,
+        "scheduler_state": scheduler_state,
+        "scaler_state": scaler_state,
+        "epoch": int(epoch),
+        "best_metric": None if best_metric is None else float(best_metric),
+        "best_metric_name": best_metric_name,
+        "history": [dict(h) for h in history],
+        "config": dict(config or {}),
+    }
+    if extra:
+        ckpt.update(extra)
+    return ckpt
+
+
+def save_checkpoint(path: str | os.PathLike[str], ckpt: Mapping[str, Any]) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves a truncated checkpoint."""
+    buf = io.BytesIO()
+    torch.save(dict(ckpt), buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint_dict(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with every failure turned into a ``CheckpointError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} was refused: it holds pickled Python objects, and emobench loads checkpoints with "
+            f"weights_only=True so that a file cannot run code ({str(exc).splitlines()[0][:200]})",
+            hint="re-save it as a plain dict of tensors and values, or retrain with emobench",
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, KeyError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt: {str(exc).splitlines()[0][:200]})"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not an emobench checkpoint dict")
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and validate an emobench checkpoint.
+
+    Raises:
+        CheckpointError: missing, truncated, pickled objects, another format, or missing fields.
+    """
+    path = Path(path)
+    obj = load_checkpoint_dict(path, map_location=map_location)
+    if obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not an emobench checkpoint (no format={CHECKPOINT_FORMAT!r} field)",
+            hint="export and evaluation need a checkpoint written by `emobench train`",
+        )
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is newer than this emobench reads")
+    missing = [k for k in _REQUIRED if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks field(s) {', '.join(missing)}")
+    try:
+        class_names = tuple(str(c) for c in obj["class_names"])
+        input_size = tuple(int(v) for v in obj["input_size"])
+        mean = tuple(float(v) for v in obj["mean"])
+        std = tuple(float(v) for v in obj["std"])
+        num_classes = int(obj["num_classes"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: a checkpoint field has the wrong type ({exc})") from exc
+    if len(input_size) != 3 or len(mean) != input_size[0] or len(std) != input_size[0]:
+        raise CheckpointError(f"{path}: input_size {input_size} and mean/std lengths disagree")
+    if num_classes != len(class_names):
+        raise CheckpointError(f"{path}: num_classes={num_classes} but {len(class_names)} class names")
+    if not isinstance(obj["model_state"], dict):
+        raise CheckpointError(f"{path}: model_state is not a state dict")
+    return Checkpoint(
+        path=path,
+        arch=str(obj["arch"]),
+        num_classes=num_classes,
+        class_names=class_names,
+        input_size=input_size,  # type: ignore[arg-type]
+        mean=mean,
+        std=std,
+        model_state=obj["model_state"],
+        model_kwargs=obj.get("model_kwargs") or {},
+        epoch=int(obj.get("epoch") or 0),
+        best_metric=obj.get("best_metric"),
+        config=obj.get("config") or {},
+        raw=obj,
+    )
