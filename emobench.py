@@ -14,7 +14,13 @@ import click
 
 from emobench_common.errors import EmobenchError
 
-_COMMAND_MODULES = ("training.cli", "export.cli", "android_bench.cli", "device_results.cli")
+_COMMAND_MODULES = (
+    "training.cli",
+    "export.cli",
+    "android_bench.cli",
+    "android_bench.ablation_cli",
+    "device_results.cli",
+)
 
 
 class _Root(click.Group):

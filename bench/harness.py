@@ -1,0 +1,129 @@
+"""The shape every benchmark shares.
+
+A benchmark module ``bench/bench_<area>.py`` defines ``run(*, quick: bool) -> list[Figure]`` and
+ends with ``if __name__ == "__main__": main(run)``. ``python -m bench`` runs each module in its own
+process and prints one table; ``--quick`` is a smoke run the test suite exercises.
+
+Rules: warm up, repeat, report medians and the spread; a figure that could not be measured raises
+(``BenchmarkError``) rather than reporting a number; a figure that needs hardware this machine lacks
+is ``Figure.not_measured(...)`` with the command that measures it where the hardware exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+
+class BenchmarkError(RuntimeError):
+    """A figure could not be measured."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure and the reference it was measured against in the same run."""
+
+    name: str
+    value: float | None
+    unit: str
+    reference: float | None = None
+    reference_label: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+    spread: str = ""
+    note: str = ""
+
+    @staticmethod
+    def not_measured(name: str, *, reason: str, command: str, target: str = "") -> Figure:
+        return Figure(name=name, value=None, unit="", target=target, met=None,
+                      note=f"not measured here: {reason}; measure with: {command}")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock samples of one measured callable, in seconds."""
+
+    samples_s: tuple[float, ...]
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.samples_s)
+
+    @property
+    def median_ms(self) -> float:
+        return self.median_s * 1e3
+
+    def quantile_s(self, q: float) -> float:
+        xs = sorted(self.samples_s)
+        if len(xs) == 1:
+            return xs[0]
+        pos = q * (len(xs) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(xs) - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    def spread_ms(self) -> str:
+        return f"p25-p75 {self.quantile_s(0.25) * 1e3:.2f}-{self.quantile_s(0.75) * 1e3:.2f} ms, n={len(self.samples_s)}"
+
+
+def measure(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed with perf_counter."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return Timing(tuple(samples))
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 10) -> dict[str, Timing]:
+    """Time several callables alternately (a, b, a, b, ...) so drift on a shared machine hits all alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[key].append(time.perf_counter() - t0)
+    return {k: Timing(tuple(v)) for k, v in samples.items()}
+
+
+def ratio_figure(name: str, *, value: float, reference: float, unit: str, reference_label: str,
+                 target_max: float | None = None, target_min: float | None = None, spread: str = "",
+                 note: str = "") -> Figure:
+    """A figure whose ratio is value/reference, checked against ``target_max`` or ``target_min``."""
+    ratio = value / reference if reference else float("inf")
+    if target_max is not None:
+        target, met = f"ratio <= {target_max:g}", ratio <= target_max
+    elif target_min is not None:
+        target, met = f"ratio >= {target_min:g}", ratio >= target_min
+    else:
+        target, met = "", None
+    return Figure(name=name, value=value, unit=unit, reference=reference, reference_label=reference_label,
+                  ratio=ratio, target=target, met=met, spread=spread, note=note)
+
+
+def main(run: Callable[..., list[Figure]]) -> None:
+    """Entry point of one benchmark module: ``--quick`` and ``--json`` (one JSON list on stdout)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smallest sizes: a smoke run")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    figures = run(quick=args.quick)
+    if args.json:
+        json.dump([asdict(f) for f in figures], sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for f in figures:
+            sys.stdout.write(f"{f.name}: {f.value} {f.unit} (ref {f.reference} {f.reference_label}) "
+                             f"ratio={f.ratio} target={f.target} met={f.met} {f.spread} {f.note}\n")
