@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "android_bench.cli",
     "android_bench.ablation_cli",
     "device_results.cli",
+    "device_results.report_cli",
 )
 
 

@@ -97,7 +97,7 @@ def make_checkpoint_dict(
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # TorchVersion would pickle a class
         "arch": arch,
         "num_classes": len(class_names),
         "class_names": list(class_names),

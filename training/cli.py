@@ -1,11 +1,13 @@
-"""Commands of the training package: `emobench data ...` (and, later, train/evaluate/select).
+"""Commands of the training package: `emobench data|train|evaluate|select`.
 
 Heavy imports stay inside command bodies so `emobench --help` is quick.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from pathlib import Path
 
 import click
@@ -69,4 +71,162 @@ def data_info(root: Path, kind: str, split: str, classes: str | None, skip_bad: 
             click.echo(f"    {msg}")
 
 
-COMMANDS = [data_group]
+def _train_options(fn):
+    """Options shared by `train phase1` and `train phase2`; those not given never override the config."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="YAML config (default: the packaged training/configs/<phase>.yaml)."),
+        click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
+                     help="Dataset root (FER-2013 csv/folders, RAF-DB, custom folders)."),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Runs folder (runs go to <out>/<phase>/<run-name>-<arch>/)."),
+        click.option("--arch", default=None, help="Model (timm name or emotion_attention_b0/_b2)."),
+        click.option("--epochs", type=int, default=None),
+        click.option("--batch-size", type=int, default=None),
+        click.option("--lr", type=float, default=None),
+        click.option("--image-size", type=int, default=None),
+        click.option("--workers", type=int, default=None, help="Data-loader worker processes."),
+        click.option("--device", default=None, help="auto, cpu, cuda, cuda:N."),
+        click.option("--pretrained/--no-pretrained", default=None,
+                     help="Start from timm's ImageNet weights (needs the network or timm's cache)."),
+        click.option("--pretrained-file", default=None, help="Start from a local weights file instead."),
+        click.option("--resume", is_flag=False, flag_value="auto", default=None,
+                     help="Continue a run: alone, the run named by --run-name or the newest unfinished one; "
+                          "or a run folder / last.pt."),
+        click.option("--run-name", default=None, help="Run folder prefix (default: a timestamp)."),
+        click.option("--max-steps-per-epoch", type=int, default=None, help="Cap the steps of every epoch."),
+        click.option("--limit-train-images", type=int, default=None, help="Train on a stratified subset."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override any config field, e.g. --set mixup_alpha=0 (repeatable)."),
+        click.option("--dry-run", is_flag=True, help="Print the resolved config and exit."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _resolve(phase: str, config_path, overrides, options) -> object:
+    from training.config import load_config, parse_overrides
+
+    explicit = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    return load_config(config_path, {**explicit, **parse_overrides(overrides)}, phase=phase if config_path is None else None)
+
+
+def _run_training(fn):
+    """Show the training log at INFO, and turn a preemption into the requeue exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from training.train import TrainingPreempted
+
+        logger = logging.getLogger("training")
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        try:
+            return fn(*args, **kwargs)
+        except TrainingPreempted as exc:
+            click.secho(f"Preempted: {exc.message}", fg="yellow", err=True)
+            if exc.hint:
+                click.echo(f"Hint: {exc.hint}", err=True)
+            raise SystemExit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _echo_result(result) -> None:
+    m = result.metrics
+    click.echo(f"{m['arch']:24s} test accuracy {m['accuracy']:.4f}  macro F1 {m['f1_macro']:.4f}  "
+               f"best epoch {result.best_epoch}  -> {result.checkpoint_path}")
+
+
+@click.group("train")
+def train_group() -> None:
+    """Train models: Phase 1 selection (five architectures) and Phase 2 fine-tuning."""
+
+
+@train_group.command("phase1")
+@_train_options
+@click.option("--only", default=None, help="Train one candidate, by index (a Slurm array task id) or name.")
+@_run_training
+def train_phase1_cmd(config_path, overrides, dry_run, only, **options) -> None:
+    """Phase 1: train the candidate architectures in turn (or one, with --only) on FER-2013."""
+    from training.train import phase1_archs, train_phase1
+
+    config = _resolve("phase1", config_path, overrides, options)
+    if dry_run:
+        click.echo(_dump(config.replace(archs=tuple(phase1_archs(config, only)))))
+        return
+    for result in train_phase1(config, only=only):
+        _echo_result(result)
+
+
+@train_group.command("phase2")
+@_train_options
+@click.option("--init-from", default=None, help="Start from this checkpoint (or runs folder's latest), e.g. Phase 1's winner.")
+@_run_training
+def train_phase2_cmd(config_path, overrides, dry_run, **options) -> None:
+    """Phase 2: fine-tune one model (EfficientNet-B0 by default) on RAF-DB's seven classes."""
+    from training.train import train
+
+    config = _resolve("phase2", config_path, overrides, options)
+    if dry_run:
+        click.echo(_dump(config))
+        return
+    _echo_result(train(config))
+
+
+def _dump(config) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip()
+
+
+@click.command("evaluate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data_root", type=click.Path(path_type=Path), required=True, help="Dataset root.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
+@click.option("--kind", default="auto", show_default=True, help="Dataset layout; 'auto' detects it.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write metrics.json and the PNGs here (default: <run folder>/eval-<split>).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate_cmd(checkpoint: Path, data_root: Path, split: str, kind: str, out_dir: Path | None, device: str,
+                 batch_size: int, workers: int, as_json: bool) -> None:
+    """Evaluate a checkpoint (or a runs folder's latest) on a dataset split: metrics.json and PNGs."""
+    from training.evaluate import evaluate_checkpoint
+    from training.train import latest_checkpoint
+
+    path = latest_checkpoint(checkpoint) if checkpoint.is_dir() else checkpoint
+    out = out_dir or path.parent / f"eval-{split}"
+    metrics = evaluate_checkpoint(path, data_root, split=split, kind=kind, out_dir=out, device=device,
+                                  batch_size=batch_size, workers=workers)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    click.echo(f"{metrics['arch']} on {data_root} [{metrics['split']}], {metrics['num_samples']} images: "
+               f"accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
+               f"macro F1 {metrics['f1_macro']:.4f}")
+    for name, m in metrics["per_class"].items():
+        click.echo(f"  {name:9s} P {m['precision']:.3f}  R {m['recall']:.3f}  F1 {m['f1']:.3f}  n={m['support']}")
+    click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, per_class.png")
+
+
+@click.command("select")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--metric", default="accuracy", show_default=True,
+              type=click.Choice(["accuracy", "f1_macro", "f1_weighted", "precision_weighted", "recall_weighted"]))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where selection.csv/.md/.png go (default: the runs folder given).")
+def select_cmd(runs: tuple[Path, ...], metric: str, out_dir: Path | None) -> None:
+    """Rank finished Phase 1 runs by a test metric; write CSV, Markdown and PNG; name the winner."""
+    from training.select import select_best
+
+    out = out_dir or (runs[0] if len(runs) == 1 and not (runs[0] / "metrics.json").exists() else runs[0].parent)
+    selection = select_best(runs, metric=metric, out_dir=out)
+    click.echo(selection.markdown_path.read_text().rstrip())
+    click.echo(f"\nwrote {selection.csv_path}, {selection.markdown_path}, {selection.png_path}")
+
+
+COMMANDS = [data_group, train_group, evaluate_cmd, select_cmd]
