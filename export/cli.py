@@ -1,0 +1,133 @@
+"""`emobench export`: a thin shell over ``export.pipeline.export_all`` with a progress display.
+
+Heavy imports (torch, executorch, onnx) stay inside the command body so ``emobench --help`` is quick.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _csv(allowed: tuple[str, ...]):
+    def convert(ctx, param, value: str | None):
+        if value is None:
+            return None
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        bad = [v for v in items if v not in allowed]
+        if bad:
+            raise click.BadParameter(f"unknown value(s) {', '.join(bad)}; choose from {', '.join(allowed)}")
+        return items
+    return convert
+
+
+@click.command("export")
+@click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Export folder (manifest.json + one file per artifact).")
+@click.option("--latest", "latest_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Export the newest checkpoint of a runs folder (its 'latest' pointer) instead of CHECKPOINT.")
+@click.option("--formats", default="torchscript,executorch,onnx", show_default=True,
+              callback=_csv(("torchscript", "executorch", "onnx")), help="Comma-separated formats.")
+@click.option("--precisions", default="fp32,int8", show_default=True, callback=_csv(("fp32", "int8")),
+              help="Comma-separated precisions.")
+@click.option("--int8-mode", "int8_mode", type=click.Choice(["dynamic", "static", "both"]), default="dynamic",
+              show_default=True, help="INT8 with dynamic activations, static (calibrated) activations, or both.")
+@click.option("--calibration-data", type=click.Path(path_type=Path),
+              help="Dataset root to calibrate static INT8 on (its training split).")
+@click.option("--calibration-images", type=int, default=32, show_default=True, help="Images for calibration.")
+@click.option("--eval-data", type=click.Path(path_type=Path),
+              help="Dataset root whose real images verify every artifact (default: --calibration-data, "
+                   "then the data root recorded in the checkpoint).")
+@click.option("--eval-images", type=int, default=32, show_default=True, help="Images for verification.")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="Batch dimension the artifacts are exported with (1 = what a phone app runs).")
+@click.option("--min-int8-agreement", type=float, default=0.9, show_default=True,
+              help="Warn when an INT8 artifact's top-1 agreement with eager FP32 is below this.")
+@click.option("--overwrite", is_flag=True, help="Replace a different export already in --out.")
+def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | None, formats, precisions,
+                   int8_mode: str, calibration_data: Path | None, calibration_images: int, eval_data: Path | None,
+                   eval_images: int, batch_size: int, min_int8_agreement: float, overwrite: bool) -> None:
+    """Export a checkpoint to TorchScript, ExecuTorch and ONNX (FP32 and INT8), each verified."""
+    from export.config import ExportConfig
+    from export.errors import ExportConfigError, ExportFailedError
+    from export.pipeline import export_all, find_latest_checkpoint
+
+    if (checkpoint is None) == (latest_dir is None):
+        raise ExportConfigError("give either CHECKPOINT or --latest RUNS_DIR (exactly one)")
+    if checkpoint is None:
+        checkpoint = find_latest_checkpoint(latest_dir)
+        click.echo(f"latest checkpoint: {checkpoint}", err=True)
+    modes = ("dynamic", "static") if int8_mode == "both" else (int8_mode,)
+    config = ExportConfig(
+        formats=formats, precisions=precisions, int8_modes=modes, batch_size=batch_size,
+        calibration_data=calibration_data, calibration_images=calibration_images, eval_data=eval_data,
+        eval_images=eval_images, int8_min_agreement=min_int8_agreement, overwrite=overwrite,
+    )
+    with _Progress() as progress:
+        manifest = export_all(checkpoint, out_dir, config, on_event=progress.on_event)
+    _render(manifest)
+    if manifest.failures:
+        names = "; ".join(f"{f.format} {f.precision}{'-' + f.mode if f.mode else ''}: {f.error}"
+                          for f in manifest.failures)
+        raise ExportFailedError(f"{len(manifest.failures)} artifact(s) failed ({names}); the others are in "
+                                f"{manifest.path}", hint="run with --debug -vv for the exporter's traceback")
+
+
+class _Progress:
+    """A rich progress bar over the export steps (ExecuTorch lowering takes tens of seconds each)."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                  console=Console(stderr=True), transient=False)
+        self._progress.__enter__()
+        self._task = self._progress.add_task("loading checkpoint and images", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def on_event(self, event) -> None:
+        if event.kind == "plan":
+            self._progress.update(self._task, total=event.total_steps, description="exporting")
+        elif event.kind == "start":
+            self._progress.update(self._task, description=f"exporting {event.label}")
+        elif event.kind == "done":
+            mark = "[green]ok[/]" if event.ok else f"[red]FAILED[/] {event.message[:120]}"
+            self._progress.console.print(f"  {event.label}: {mark} ({event.seconds:.1f} s)")
+            self._progress.advance(self._task)
+
+
+def _render(manifest) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{manifest.arch} -> {manifest.folder}")
+    table.add_column("artifact", no_wrap=True)
+    for col in ("size MB", "top-1 agree", "max |diff|", "INT8 layers", "size/FP32"):
+        table.add_column(col, justify="right")
+    for a in manifest.artifacts:
+        q = a.quantization
+        table.add_row(
+            a.label, f"{a.size_bytes / 1e6:.2f}",
+            f"{100 * a.parity.top1_agreement:.1f}%" if a.parity else "-",
+            f"{a.parity.max_abs_diff:.2e}" if a.parity else "-",
+            f"{q.layers_quantized}/{q.layers_total}" if q else "-",
+            f"{q.size_ratio_to_fp32:.2f}" if q and q.size_ratio_to_fp32 else "-",
+        )
+    for f in manifest.failures:
+        table.add_row(f"[red]{f.format} {f.precision}{'-' + f.mode if f.mode else ''} FAILED[/]", "", "", "", "", "")
+    Console().print(table)
+    for s in manifest.skipped:
+        click.echo(f"skipped {s.format} {s.precision}-{s.mode}: {s.reason}")
+    for a in manifest.artifacts:
+        click.echo(f"wrote {a.path}")
+    click.echo(f"manifest: {manifest.path}")
+
+
+COMMANDS = [export_command]

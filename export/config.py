@@ -1,0 +1,95 @@
+"""The resolved export configuration (a frozen dataclass; the CLI only fills it in)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from export.errors import ExportConfigError
+
+FORMATS: tuple[str, ...] = ("torchscript", "executorch", "onnx")
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+INT8_MODES: tuple[str, ...] = ("dynamic", "static")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and how to check it.
+
+    Attributes:
+        formats: any of ``FORMATS``; ``torchscript`` writes a full ``.pt`` and a lite-interpreter ``.ptl``.
+        precisions: any of ``PRECISIONS``.
+        int8_modes: INT8 modes to produce, any of ``INT8_MODES`` (a format without a mode records a skip).
+        batch_size: the batch dimension artifacts are exported with (1 = what a phone app runs).
+        calibration_data: dataset root for static INT8 calibration (its ``calibration_split``).
+        calibration_images: images drawn (evenly, deterministically) for calibration.
+        calibration_split: split of ``calibration_data`` to calibrate on (the training split by default).
+        eval_data: dataset root whose real images verify every artifact; ``None`` falls back to
+            ``calibration_data``, then to the data root recorded in the checkpoint's config.
+        eval_images: images used for verification.
+        eval_split: split of ``eval_data`` (test by default; a custom folder has no splits).
+        fp32_max_abs_diff: an FP32 artifact whose max |logit - eager logit| reaches this fails.
+        int8_min_agreement: below this top-1 agreement with eager an INT8 artifact gets a warning.
+        overwrite: replace a different export already in the output folder.
+    """
+
+    formats: tuple[str, ...] = FORMATS
+    precisions: tuple[str, ...] = PRECISIONS
+    int8_modes: tuple[str, ...] = ("dynamic",)
+    batch_size: int = 1
+    calibration_data: Path | None = None
+    calibration_images: int = 32
+    calibration_split: str = "train"
+    eval_data: Path | None = None
+    eval_images: int = 32
+    eval_split: str = "test"
+    fp32_max_abs_diff: float = 1e-3
+    int8_min_agreement: float = 0.9
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("formats", self.formats, FORMATS)
+        _check_choice("precisions", self.precisions, PRECISIONS)
+        _check_choice("int8_modes", self.int8_modes, INT8_MODES, allow_empty="int8" not in self.precisions)
+        for name in ("batch_size", "calibration_images", "eval_images"):
+            if int(getattr(self, name)) < 1:
+                raise ExportConfigError(f"export setting {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.int8_min_agreement <= 1.0:
+            raise ExportConfigError(f"int8_min_agreement must be in [0, 1], got {self.int8_min_agreement}")
+        if self.fp32_max_abs_diff <= 0:
+            raise ExportConfigError(f"fp32_max_abs_diff must be positive, got {self.fp32_max_abs_diff}")
+        for split_name in ("calibration_split", "eval_split"):
+            if getattr(self, split_name) not in ("train", "val", "test", "all"):
+                raise ExportConfigError(f"{split_name} must be train, val, test or all")
+
+    @property
+    def needs_calibration(self) -> bool:
+        """True when a static INT8 artifact is requested for a format that has a static mode."""
+        return "int8" in self.precisions and "static" in self.int8_modes and (
+            "executorch" in self.formats or "onnx" in self.formats
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (paths as strings) for the manifest."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+def _check_choice(name: str, values: tuple[str, ...], allowed: tuple[str, ...], *, allow_empty: bool = False) -> None:
+    if isinstance(values, str) or not isinstance(values, tuple):
+        raise ExportConfigError(f"export setting {name} must be a tuple of strings, got {values!r}")
+    if not values and not allow_empty:
+        raise ExportConfigError(f"export setting {name} is empty; choose from {', '.join(allowed)}")
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ExportConfigError(
+            f"unknown {name} value(s) {', '.join(unknown)}", hint=f"choose from {', '.join(allowed)}"
+        )
+    if len(set(values)) != len(values):
+        raise ExportConfigError(f"export setting {name} lists a value twice: {', '.join(values)}")

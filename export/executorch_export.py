@@ -1,0 +1,117 @@
+"""ExecuTorch ``.pte`` with the XNNPACK delegate: FP32, INT8 dynamic and INT8 static.
+
+The pipeline is a chain of small stages, as in ExecuTorch's own ``export_util``:
+model -> ``torch.export`` ExportedProgram -> (pt2e quantization) -> ``to_edge_transform_and_lower``
+with ``XnnpackPartitioner`` -> ``to_executorch()`` -> program bytes -> file.
+
+INT8 uses ``XNNPACKQuantizer`` with per-channel symmetric weights: ``dynamic`` quantizes activations
+at run time (no calibration; XNNPACK then quantizes Linear and non-depthwise Conv2d, depthwise stays
+FP32), ``static`` observes activations on real calibration images (the mode ExecuTorch recommends for
+CNNs). The quantization report counts layers in the converted graph that is lowered into the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from export._common import make_artifact, staged_path
+from export.artifact import Artifact
+from export.context import ExportContext
+from export.quant_report import count_pt2e_graph
+
+log = logging.getLogger(__name__)
+
+FORMAT = "executorch"
+MODES: dict[str, tuple[str | None, ...]] = {"fp32": (None,), "int8": ("dynamic", "static")}
+_METHODS = {
+    "dynamic": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, dynamic INT8 activations",
+    "static": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, static INT8 activations "
+              "calibrated on real images",
+}
+
+
+def export(ctx: ExportContext, precision: str, mode: str | None) -> list[Artifact]:
+    """Write ``<arch>_executorch_<precision>[-mode].pte`` into the staging folder.
+
+    Raises:
+        ExportConfigError: static mode without calibration images.
+        Exception: whatever torch.export / the lowering raises for an unsupported model.
+    """
+    started = time.perf_counter()
+    example = ctx.example_input()
+    program = _export_program(ctx.model, example)
+    report = None
+    if precision == "int8":
+        quantized = _quantize(program, mode, ctx)
+        report = count_pt2e_graph(quantized, method=_METHODS[str(mode)])
+        program = _export_program(quantized, example)
+    edge = _lower(program)
+    details = _delegation_summary(edge)
+    path = _save(_to_buffer(edge), staged_path(ctx, FORMAT, precision, mode))
+    return [make_artifact(ctx, fmt=FORMAT, precision=precision, mode=mode, path=path,
+                          runtime="executorch.runtime (XNNPACK)", started=started, quantization=report,
+                          details=details)]
+
+
+def _export_program(model, example):
+    import torch
+
+    with torch.no_grad():
+        return torch.export.export(model, (example,), strict=False)
+
+
+def _quantize(program, mode: str | None, ctx: ExportContext):
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if mode not in ("dynamic", "static"):
+        raise ValueError(f"ExecuTorch has no INT8 mode {mode!r}")
+    # Read calibration batches first so a missing calibration set fails before any work.
+    batches = ctx.calibration_batches() if mode == "static" else [ctx.example_input()]
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=(mode == "dynamic"))
+    )
+    prepared = prepare_pt2e(program.module(), quantizer)
+    with torch.no_grad():
+        for batch in batches:
+            prepared(batch)
+    return convert_pt2e(prepared)
+
+
+def _lower(program):
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+
+
+def _delegation_summary(edge) -> dict:
+    """How much of the graph XNNPACK took: delegate calls and the ops left to the portable kernels."""
+    graph = edge.exported_program().graph_module.graph
+    left: Counter[str] = Counter()
+    delegates = 0
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", str(node.target))
+        if "executorch_call_delegate" in name:
+            delegates += 1
+        elif name != "getitem":
+            left[name] += 1
+    return {"xnnpack_delegate_calls": delegates, "ops_outside_delegate": dict(sorted(left.items()))}
+
+
+def _to_buffer(edge) -> bytes:
+    return bytes(edge.to_executorch().buffer)
+
+
+def _save(buffer: bytes, path: Path) -> Path:
+    path.write_bytes(buffer)
+    return path

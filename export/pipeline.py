@@ -1,0 +1,319 @@
+"""``export_all``: checkpoint -> every requested artifact, each verified, plus ``manifest.json``.
+
+Order of work: load the checkpoint; check the output folder; read the verification (and calibration)
+images, so bad data fails before minutes of exporting; run the eager model once; then for each format
+x precision x mode export into a private staging folder, verify in the artifact's own runtime, and
+only then move the file (``os.replace``) under its final name. A failing artifact is recorded in the
+manifest with the exporter's reason and the others still complete; the manifest is written last,
+atomically, and lists only verified files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from emobench_common.fileio import sha256_file
+from export.artifact import EXTENSIONS, Artifact
+from export.config import ExportConfig
+from export.context import ExportContext
+from export.data import ImageSet, load_image_set
+from export.errors import ExportConfigError, ManifestError, OutputFolderError, VerificationDataError
+from export.manifest import MANIFEST_NAME, Failure, Manifest, Skipped, load_manifest, write_manifest
+from export.quant_report import with_size_ratio
+from export.verify import verify_artifact
+
+log = logging.getLogger(__name__)
+
+_FORMAT_MODULES = {"torchscript": "export.torchscript", "executorch": "export.executorch_export",
+                   "onnx": "export.onnx_export"}
+
+
+@dataclass(frozen=True)
+class ExportEvent:
+    """Progress of one step, for a progress display: ``kind`` is 'plan', 'start' or 'done'."""
+
+    kind: str
+    label: str
+    total_steps: int = 0
+    ok: bool = True
+    seconds: float = 0.0
+    message: str = ""
+
+
+EventCallback = Callable[[ExportEvent], None]
+
+
+def format_module(fmt: str) -> ModuleType:
+    """The module that exports ``fmt`` (each has ``FORMAT``, ``MODES`` and ``export(ctx, precision, mode)``)."""
+    return importlib.import_module(_FORMAT_MODULES[fmt])
+
+
+def plan_jobs(config: ExportConfig) -> tuple[list[tuple[str, str, str | None]], list[Skipped]]:
+    """The (format, precision, mode) jobs to run, FP32 first, and the combinations a format lacks."""
+    jobs, skipped = [], []
+    for fmt in config.formats:
+        modes = format_module(fmt).MODES
+        for precision in config.precisions:
+            wanted = (None,) if precision == "fp32" else config.int8_modes
+            for mode in wanted:
+                if mode in modes.get(precision, ()):
+                    jobs.append((fmt, precision, mode))
+                else:
+                    skipped.append(Skipped(fmt, precision, mode, reason=(
+                        f"{fmt} offers {precision} modes {', '.join(str(m) for m in modes.get(precision, ()))} "
+                        f"only in emobench")))
+    jobs.sort(key=lambda j: (j[0], j[1] != "fp32"))
+    return jobs, skipped
+
+
+def export_all(checkpoint_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+               config: ExportConfig = ExportConfig(), *, on_event: EventCallback | None = None) -> Manifest:
+    """Export a checkpoint to every requested format x precision x mode, verify each, write the manifest.
+
+    Args:
+        checkpoint_path: an emobench checkpoint (architecture, classes, input size and normalisation
+            all come from it).
+        out_dir: the export folder; created if needed.
+        config: what to export (see ``ExportConfig``).
+        on_event: called with ``ExportEvent``s for a progress display.
+
+    Returns:
+        The manifest written to ``out_dir/manifest.json``; ``manifest.failures`` lists artifacts that failed.
+
+    Raises:
+        CheckpointError: not a readable emobench checkpoint.
+        OutputFolderError: ``out_dir`` holds a different export and ``config.overwrite`` is False.
+        VerificationDataError / ExportConfigError: no real images to verify or calibrate with.
+    """
+    from training.checkpoint import load_checkpoint
+
+    emit = on_event or (lambda _event: None)
+    checkpoint_path = Path(checkpoint_path)
+    out_dir = Path(out_dir)
+    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint_sha = sha256_file(checkpoint_path)
+    _prepare_out_dir(out_dir, checkpoint_sha, checkpoint.arch, config)
+    jobs, skipped = plan_jobs(config)
+    emit(ExportEvent("plan", "export", total_steps=len(jobs)))
+
+    verification = _load_verification(checkpoint, config)
+    calibration = _load_calibration(checkpoint, config) if config.needs_calibration else None
+    model = checkpoint.build_model()
+    eager_logits = _eager_logits(model, verification)
+
+    artifacts: list[Artifact] = []
+    failures: list[Failure] = []
+    staging = Path(tempfile.mkdtemp(prefix=".emobench-staging-", dir=out_dir))
+    try:
+        ctx = ExportContext(checkpoint=checkpoint, model=model, config=config, staging_dir=staging,
+                            calibration=calibration)
+        for fmt, precision, mode in jobs:
+            label = f"{fmt} {precision}" + (f"-{mode}" if mode else "")
+            emit(ExportEvent("start", label, total_steps=len(jobs)))
+            started = time.perf_counter()
+            try:
+                done = _export_and_verify(ctx, fmt, precision, mode, verification, eager_logits, out_dir)
+            except Exception as exc:  # noqa: BLE001 - any exporter failure is recorded; the other formats go on
+                reason = f"{type(exc).__name__}: {_one_line(exc)}"
+                log.error("%s failed: %s", label, reason)
+                log.debug("%s failed", label, exc_info=True)
+                failures.append(Failure(fmt, precision, mode, error=reason))
+                emit(ExportEvent("done", label, ok=False, seconds=time.perf_counter() - started, message=reason))
+                continue
+            artifacts.extend(done)
+            emit(ExportEvent("done", label, ok=True, seconds=time.perf_counter() - started))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    manifest = Manifest(
+        folder=out_dir,
+        created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        versions=_versions(),
+        checkpoint={"path": str(checkpoint_path.resolve()), "sha256": checkpoint_sha, "arch": checkpoint.arch,
+                    "epoch": checkpoint.epoch},
+        arch=checkpoint.arch,
+        class_names=checkpoint.class_names,
+        input={"name": "input", "shape": list(ctx.input_shape), "dtype": "float32", "layout": "NCHW",
+               "color": "RGB", "image_size": checkpoint.image_size, "mean": list(checkpoint.mean),
+               "std": list(checkpoint.std),
+               "value_range": "RGB scaled to 0..1, then (x - mean) / std per channel"},
+        output={"name": "logits", "shape": [config.batch_size, checkpoint.num_classes], "dtype": "float32",
+                "meaning": "unnormalised class scores in class_names order (softmax for probabilities)"},
+        config=config.to_dict(),
+        verification_data=verification.describe(),
+        calibration_data=calibration.describe() if calibration else None,
+        artifacts=tuple(_with_size_ratios(artifacts)),
+        failures=tuple(failures),
+        skipped=tuple(skipped),
+    )
+    write_manifest(manifest)
+    log.info("wrote %s: %d artifacts, %d failed", manifest.path, len(artifacts), len(failures))
+    return manifest
+
+
+def _export_and_verify(ctx: ExportContext, fmt: str, precision: str, mode: str | None, verification: ImageSet,
+                       eager_logits, out_dir: Path) -> list[Artifact]:
+    staged = format_module(fmt).export(ctx, precision, mode)
+    verified = [a.with_(parity=verify_artifact(a, verification, eager_logits, ctx.config)) for a in staged]
+    final = []
+    for artifact in verified:  # every file of this job passed: move them into place
+        target = out_dir / artifact.path.name
+        os.replace(artifact.path, target)
+        final.append(artifact.with_(path=target))
+    return final
+
+
+def _with_size_ratios(artifacts: list[Artifact]) -> list[Artifact]:
+    fp32_sizes = {a.format: a.size_bytes for a in artifacts if a.precision == "fp32"}
+    return [a.with_(quantization=with_size_ratio(a.quantization, size_bytes=a.size_bytes,
+                                                 fp32_size_bytes=fp32_sizes.get(a.format)))
+            if a.quantization else a for a in artifacts]
+
+
+def _prepare_out_dir(out_dir: Path, checkpoint_sha: str, arch: str, config: ExportConfig) -> None:
+    """Refuse a folder holding a different export unless overwriting; clear the old export's files."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputFolderError(f"output {out_dir} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    entries = [p for p in out_dir.iterdir() if not p.name.startswith(".emobench-staging-")]
+    if not entries:
+        return
+    old = None
+    if manifest_path.exists():
+        with contextlib.suppress(ManifestError):
+            old = load_manifest(manifest_path)
+    same = old is not None and old.checkpoint.get("sha256") == checkpoint_sha and dict(old.config) == config.to_dict()
+    if old is None and not manifest_path.exists() and all(_is_artifact_name(p, arch) for p in entries):
+        same = True  # files an interrupted export of this model left (never listed by a manifest)
+    if not same and not config.overwrite:
+        what = (f"an export of checkpoint sha256 {old.checkpoint.get('sha256', '?')[:12]}... with other settings"
+                if old is not None else f"{len(entries)} file(s) that are not an emobench export")
+        raise OutputFolderError(f"output folder {out_dir} already holds {what}",
+                                hint="choose another --out, or pass --overwrite to replace it")
+    # Same export again, or overwriting: drop the manifest first so nothing lists a file mid-replacement.
+    manifest_path.unlink(missing_ok=True)
+    if old is not None:
+        for artifact in old.artifacts:
+            artifact.path.unlink(missing_ok=True)
+
+
+def _is_artifact_name(path: Path, arch: str) -> bool:
+    return path.is_file() and not path.is_symlink() and path.name.startswith(f"{arch}_") \
+        and path.suffix in EXTENSIONS.values()
+
+
+def _resolve_eval_root(checkpoint: Any, config: ExportConfig) -> Path:
+    if config.eval_data is not None:
+        return Path(config.eval_data)
+    if config.calibration_data is not None:
+        return Path(config.calibration_data)
+    cfg = checkpoint.config or {}
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    for candidate in (cfg.get("eval_data"), cfg.get("data_root"), data.get("eval_root"), data.get("root")):
+        if candidate and Path(str(candidate)).exists():
+            return Path(str(candidate))
+    raise VerificationDataError(
+        "no real images to verify the artifacts with: give evaluation data (or calibration data), and the "
+        f"checkpoint {checkpoint.path} records no data root that exists here",
+        hint="pass --eval-data ROOT (a dataset folder; `emobench data sample --out DIR` writes one)",
+    )
+
+
+def _load_verification(checkpoint: Any, config: ExportConfig) -> ImageSet:
+    root = _resolve_eval_root(checkpoint, config)
+    split = config.eval_split
+    try:
+        return _images(checkpoint, root, split, config.eval_images, "evaluation")
+    except VerificationDataError:
+        if split == "all":
+            raise
+        log.warning("evaluation data %s has no usable %r split; verifying on all of its images", root, split)
+        return _images(checkpoint, root, "all", config.eval_images, "evaluation")
+
+
+def _load_calibration(checkpoint: Any, config: ExportConfig) -> ImageSet:
+    if config.calibration_data is None:
+        raise ExportConfigError(
+            "static INT8 needs calibration images from the training data, and no calibration data was given",
+            hint="pass --calibration-data ROOT, or use --int8-mode dynamic",
+        )
+    return _images(checkpoint, Path(config.calibration_data), config.calibration_split,
+                   config.calibration_images, "calibration")
+
+
+def _images(checkpoint: Any, root: Path, split: str, count: int, purpose: str) -> ImageSet:
+    return load_image_set(root, split=split, count=count, class_names=checkpoint.class_names,
+                          image_size=checkpoint.image_size, mean=checkpoint.mean, std=checkpoint.std,
+                          purpose=purpose)
+
+
+def _eager_logits(model, images: ImageSet):
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(images.images.copy())).numpy()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("emobench", "torch", "executorch", "torchao", "onnx", "onnxruntime", "timm"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            out[dist] = version(dist)
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or repr(exc)
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:500]
+
+
+def find_latest_checkpoint(runs_dir: str | os.PathLike[str]) -> Path:
+    """The newest run's ``checkpoint.pt`` under a phase's runs folder (``--latest runs/phase2``).
+
+    Reads the ``latest`` pointer the trainer writes: a ``latest`` symlink to the newest run folder, or a
+    ``latest`` text file holding that folder's path (relative to ``runs_dir`` or absolute). Without a
+    pointer it defers to ``training.train.latest_checkpoint`` (which also accepts a run folder or the
+    runs root and finds the newest finished run).
+
+    Raises:
+        ExportConfigError: a pointer naming a folder without ``checkpoint.pt``, or no pointer at all.
+        EmobenchError: what ``training.train.latest_checkpoint`` raises when it finds no run.
+    """
+    runs_dir = Path(runs_dir)
+    pointer = runs_dir / "latest"
+    if pointer.is_symlink() or pointer.is_dir():
+        run = pointer.resolve()
+    elif pointer.is_file():
+        text = pointer.read_text().strip()
+        if not text:
+            raise ExportConfigError(f"{pointer} is empty; it should name the newest run folder")
+        run = Path(text) if Path(text).is_absolute() else runs_dir / text
+        if run.is_file():
+            return run
+    else:
+        try:
+            from training.train import latest_checkpoint
+        except ImportError:
+            raise ExportConfigError(f"{runs_dir} has no 'latest' pointer (symlink or text file)",
+                                    hint="train first, or give the checkpoint path instead of --latest") from None
+        return Path(latest_checkpoint(runs_dir))
+    checkpoint = run / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise ExportConfigError(f"{pointer} points to {run}, which holds no checkpoint.pt")
+    return checkpoint
