@@ -21,4 +21,71 @@ def demo(out_dir: Path) -> None:
         click.echo(ds.summary())
 
 
-COMMANDS = [demo]
+DEFAULT_DB = Path("results") / "emobench.db"
+_db_option = click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+                          show_default=True, help="Results database.")
+
+
+def _open_existing(db: Path):
+    from device_results.store import ResultsStore, StoreError
+
+    if not db.is_file():
+        raise StoreError(f"results database {db} does not exist", hint="run `emobench ablation` first, or pass --db")
+    return ResultsStore(db)
+
+
+@click.group("results")
+def results() -> None:
+    """List, show and export the runs in a results database."""
+
+
+@results.command("list")
+@_db_option
+def results_list(db: Path) -> None:
+    """One line per run: id, status, created, targets, models, experiments."""
+    with _open_existing(db) as store:
+        runs = store.list_runs()
+        if not runs:
+            click.echo(f"{db}: no runs yet")
+        for run in runs:
+            plan = run.plan
+            targets = ",".join(t["spec"] for t in plan.get("targets", []))
+            click.echo(f"{run.run_id}  {run.status:<10}  {run.created_at[:19]}  {len(plan.get('experiments', []))} "
+                       f"experiments  {len(plan.get('models', []))} models  {targets}"
+                       + (f"  [{run.label}]" if run.label else "")
+                       + (f"  {run.status_message[:80]}" if run.status_message else ""))
+
+
+@results.command("show")
+@click.argument("run")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def results_show(run: str, db: Path, as_json: bool) -> None:
+    """The summary tables of one run (RUN: id, unique prefix or 'latest')."""
+    import json
+
+    from device_results.summary import format_summary, summarize_run
+
+    with _open_existing(db) as store:
+        summary = summarize_run(store, store.resolve_run_id(run))
+        click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else format_summary(summary))
+
+
+@results.command("export")
+@click.argument("run")
+@_db_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write into (default: results/export-<RUN>).")
+def results_export(run: str, db: Path, fmt: str, out_dir: Path | None) -> None:
+    """Every row of a run: one CSV per table, or one JSON file."""
+    from device_results.export import export_run
+
+    with _open_existing(db) as store:
+        run_id = store.resolve_run_id(run)
+        paths = export_run(store, run_id, out_dir or db.parent / f"export-{run_id}", fmt=fmt)
+    for path in paths:
+        click.echo(str(path))
+
+
+COMMANDS = [demo, results]

@@ -1,0 +1,579 @@
+"""Targets: where a model runs and how its latency is obtained.
+
+- ``host-cpu``: in-process runtimes from ``export.runtimes`` (eager FP32 from the checkpoint,
+  TorchScript and its lite twin, ExecuTorch via ``executorch.runtime``, ONNX Runtime CPU), each call
+  timed with ``time.perf_counter``.
+- ``host-cuda`` (only where ``torch.cuda.is_available()``): eager FP32 and TorchScript FP32 on the
+  GPU, timed between ``torch.cuda.synchronize()`` calls. Dynamic INT8 has no CUDA kernels and the
+  ExecuTorch/lite runtimes are CPU-only: those cells are recorded as not supported, with the reason.
+- ``android:<serial or host:port>``: ExecuTorch's ``executor_runner`` under ``adb shell``. One
+  transfer per run (models, input files, and the runner when it is not already there, after
+  checking its ELF machine against the device ABI), each file sha256-checked, free space checked
+  first. Latencies come ONLY from the runner's own ``Iteration i of N: X ms`` lines (stderr, or
+  logcat tag ``ExecuTorch`` cleared before each run); outputs are pulled and turned into predictions.
+
+A session never decides what a failure means for the run: ``run_cell`` returns a failed
+``CellOutcome`` for a model's own failure (the runner crashed on it, a runtime raised) and raises
+``DeviceError`` when the target itself is lost, which the ablation handles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import re
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from android_bench.inputs import PreparedInputs
+from android_bench.plan import AblationPlan, Experiment, ModelSpec, PlanError, TargetSpec, affinity_cpus
+from device_results.store import TargetRecord, Telemetry, utc_now
+from emobench_common.errors import EmobenchError
+from emobench_common.fileio import sha256_file
+
+log = logging.getLogger(__name__)
+
+DEVICE_BASE_DIR = "/data/local/tmp/emobench"
+DEFAULT_DEVICE_RUNNER = "/data/local/tmp/executor_runner"
+LOG_FORMS = ("auto", "stderr", "logcat")
+BUILD_RUNNER_HINT = (
+    "build ExecuTorch's executor_runner for the phone's ABI with the Android NDK, e.g. "
+    "`cmake -DCMAKE_TOOLCHAIN_FILE=$ANDROID_NDK/build/cmake/android.toolchain.cmake -DANDROID_ABI=arm64-v8a "
+    "-DANDROID_PLATFORM=android-26 -DEXECUTORCH_BUILD_XNNPACK=ON -DEXECUTORCH_ENABLE_LOGGING=ON "
+    "-DCMAKE_BUILD_TYPE=Release -Bcmake-android-out . && cmake --build cmake-android-out -j --target "
+    "executor_runner`, then pass it with --runner cmake-android-out/executor_runner"
+)
+
+
+class TargetError(EmobenchError):
+    """A target that cannot run the plan (unreachable, wrong runner, no CUDA, no room)."""
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What one model did on one batch: timed latencies and logits, or the failure."""
+
+    latencies_ms: tuple[float, ...] = ()
+    logits: np.ndarray | None = None
+    error: str = ""
+    runner_output: str = ""
+    log_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def softmax_top1(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 class and its softmax probability for each row of a logits matrix."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    top = p.argmax(axis=1)
+    return top, p[np.arange(len(top)), top]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "target"
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[0][:500]}"
+
+
+# --- host -----------------------------------------------------------------------------------------
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the runtimes a host target uses."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "executorch", "onnxruntime", "timm", "numpy", "torchao"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def host_info(kind: str) -> dict:
+    """Host description: OS, CPU model, cores, memory, and the GPU for host-cuda."""
+    info: dict = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                  "cpus_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError):
+        m = re.search(r"^MemTotal:\s*(\d+)\s*kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+        if m:
+            info["ram_bytes"] = int(m.group(1)) * 1024
+    if kind == "host-cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_capability"] = f"{props.major}.{props.minor}"
+        info["gpu_memory_bytes"] = int(props.total_memory)
+        info["cuda"] = str(torch.version.cuda)
+    return info
+
+
+def read_host_temperatures_c() -> dict[str, float]:
+    """Host thermal zones in deg C (empty where the host exposes none, e.g. in a container)."""
+    temps: dict[str, float] = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        with contextlib.suppress(OSError, ValueError):
+            name = (zone / "type").read_text().strip() or zone.name
+            raw = int((zone / "temp").read_text().strip())
+            temps[name if name not in temps else f"{name}:{zone.name}"] = raw / 1000 if abs(raw) >= 1000 else raw
+    return temps
+
+
+def read_host_cpu_freqs_khz() -> dict[str, int]:
+    """Current host CPU frequencies in kHz by CPU number (empty where not exposed)."""
+    freqs: dict[str, int] = {}
+    for path in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq"):
+        with contextlib.suppress(OSError, ValueError):
+            freqs[path.parts[-3].removeprefix("cpu")] = int(path.read_text().strip())
+    return dict(sorted(freqs.items(), key=lambda kv: int(kv[0])))
+
+
+class HostSession:
+    """``host-cpu`` / ``host-cuda``: runtimes in this process, timed call by call."""
+
+    def __init__(self, target: TargetSpec, plan: AblationPlan) -> None:
+        self.target, self.plan = target, plan
+        self.device = "cuda" if target.kind == "host-cuda" else "cpu"
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise TargetError("target host-cuda: torch.cuda.is_available() is False on this machine",
+                                  hint="drop --target host-cuda here, or run on a machine with an NVIDIA GPU")
+        self._runtimes: dict[str, object] = {}
+        self._load_errors: dict[str, str] = {}
+        self.inference_ms_total = 0.0  # every runtime call, warm-up included (for harness-overhead figures)
+        self.transfer_s = 0.0
+        self._old_affinity: set[int] | None = None
+        if plan.affinity_mask and hasattr(os, "sched_setaffinity"):
+            cpus = set(affinity_cpus(plan.affinity_mask)) & set(range(os.cpu_count() or 1))
+            if not cpus:
+                raise TargetError(f"affinity mask {plan.affinity_mask} names no CPU of this host")
+            self._old_affinity = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, cpus)
+        if plan.threads:
+            import torch
+
+            torch.set_num_threads(plan.threads)
+
+    @property
+    def how_obtained(self) -> str:
+        if self.device == "cuda":
+            return ("in-process Python runtime call on the GPU, timed with time.perf_counter between "
+                    "torch.cuda.synchronize() calls (host-to-device copy of the batch included)")
+        how = "in-process Python runtime call timed with time.perf_counter"
+        if self.plan.affinity_mask:
+            how += f"; process pinned with sched_setaffinity to mask {self.plan.affinity_mask}"
+        return how
+
+    def describe(self) -> TargetRecord:
+        return TargetRecord(target_id=self.target.spec, kind=self.target.kind, is_virtual=False,
+                            info=host_info(self.target.kind), library_versions=library_versions(),
+                            threads=self.plan.threads, affinity_mask=self.plan.affinity_mask,
+                            how_obtained=self.how_obtained)
+
+    def support(self, model: ModelSpec) -> str | None:
+        """None when the model runs here, else why not."""
+        if self.device == "cpu":
+            return None
+        if model.precision != "fp32":
+            return (f"{model.precision} ({model.mode or 'quantized'}) has no CUDA kernels in PyTorch/ExecuTorch: "
+                    "not supported on this target")
+        if model.format in ("executorch", "torchscript-lite"):
+            return f"{model.format} runs on the CPU only (XNNPACK / lite interpreter): not supported on this target"
+        if model.format == "onnx":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                return "onnxruntime here has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
+        return None
+
+    def prepare(self, models: Sequence[ModelSpec], inputs: PreparedInputs | None) -> None:
+        """Load every model's runtime once; a load failure fails that model's cells, not the run."""
+        from export.runtimes import EagerRuntime, load_runtime
+
+        for m in models:
+            try:
+                if m.format == "eager":
+                    rt = EagerRuntime.from_checkpoint(self.plan.model_path(m), device=self.device,
+                                                      threads=self.plan.threads)
+                else:
+                    rt = load_runtime(self.plan.model_path(m), m.format, device=self.device, threads=self.plan.threads)
+                self._runtimes[m.key] = rt
+            except Exception as exc:  # a model that does not load fails its cells with the reason
+                log.warning("%s: %s does not load: %s", self.target.spec, m.key, exc)
+                self._load_errors[m.key] = f"{m.key} did not load on {self.target.spec}: {_short_error(exc)}"
+
+    def telemetry(self) -> Telemetry:
+        return Telemetry(read_host_temperatures_c(), read_host_cpu_freqs_khz(), utc_now())
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def time_calls(self, model: ModelSpec, x: np.ndarray, *, warmup: int, repeats: int
+                   ) -> tuple[tuple[float, ...], np.ndarray]:
+        """Run ``model`` on ``x`` warmup + repeats times; return the timed latencies and the last logits."""
+        if model.key in self._load_errors:
+            raise TargetError(self._load_errors[model.key])
+        rt = self._runtimes[model.key]
+        out = None
+        for _ in range(warmup):
+            self._sync()
+            t0 = time.perf_counter()
+            out = rt.run(x)  # type: ignore[attr-defined]
+            self._sync()
+            self.inference_ms_total += (time.perf_counter() - t0) * 1e3
+        latencies = []
+        for _ in range(repeats):
+            self._sync()
+            t0 = time.perf_counter()
+            out = rt.run(x)  # type: ignore[attr-defined]
+            self._sync()
+            latencies.append((time.perf_counter() - t0) * 1e3)
+        self.inference_ms_total += sum(latencies)
+        return tuple(latencies), np.asarray(out, dtype=np.float32)
+
+    def run_cell(self, experiment: Experiment, model: ModelSpec, inputs: PreparedInputs) -> CellOutcome:
+        if model.key in self._load_errors:
+            return CellOutcome(error=self._load_errors[model.key])
+        try:
+            latencies, logits = self.time_calls(model, inputs.tensor(experiment.index), warmup=self.plan.warmup,
+                                                repeats=self.plan.repeats)
+        except Exception as exc:  # the model failed on this batch: record it, the run goes on
+            return CellOutcome(error=f"{model.key} failed on experiment {experiment.index}: {_short_error(exc)}",
+                               runner_output=traceback.format_exc()[-4000:])
+        return CellOutcome(latencies_ms=latencies, logits=logits)
+
+    def recover(self) -> None:
+        """Nothing to reconnect on the host."""
+
+    def close(self) -> None:
+        self._runtimes.clear()
+        if self._old_affinity is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, self._old_affinity)
+
+
+# --- android --------------------------------------------------------------------------------------
+
+
+class AndroidSession:
+    """``android:<serial or host:port>``: executor_runner under adb shell.
+
+    Args:
+        target: the target spec.
+        plan: the plan (threads, affinity, warm-up, repeats, batch).
+        run_id: names the run's folder on the device.
+        log_dir: where each runner invocation's command and output are kept.
+        runner: a local executor_runner to push (its ELF machine is checked first); None uses the
+            one already at ``/data/local/tmp/executor_runner``.
+        log_form: 'auto' (stderr, else logcat), 'stderr' or 'logcat'.
+        runner_timeout_s: the longest one runner invocation may take.
+        connect: how to open the device (``android_bench.device.connect``).
+    """
+
+    def __init__(self, target: TargetSpec, plan: AblationPlan, *, run_id: str, log_dir: Path,
+                 runner: Path | None = None, log_form: str = "auto", runner_timeout_s: float = 600,
+                 connect: Callable[[str], object] | None = None, reconnect_attempts: int = 5) -> None:
+        from android_bench.device import DeviceError
+        from android_bench.device import connect as default_connect
+
+        if log_form not in LOG_FORMS:
+            raise TargetError(f"runner log form must be one of {', '.join(LOG_FORMS)}, got {log_form!r}")
+        self.target, self.plan, self.run_id = target, plan, run_id
+        self.log_dir = Path(log_dir)
+        self.runner_local = Path(runner) if runner else None
+        self.log_form = log_form
+        self._form_seen: str | None = None if log_form == "auto" else log_form
+        self.runner_timeout_s = runner_timeout_s
+        self.reconnect_attempts = reconnect_attempts
+        try:
+            self.device = (connect or default_connect)(target.address)
+        except DeviceError as exc:
+            raise TargetError(f"target {target.spec} is not reachable: {exc.message}",
+                              hint=exc.hint or "check `adb devices`, the cable or `adb tcpip`, and the address") from exc
+        self.info = self.device.info()  # type: ignore[attr-defined]
+        self.run_dir = f"{DEVICE_BASE_DIR}/runs/{_slug(run_id)}"
+        self.remote_runner = DEFAULT_DEVICE_RUNNER
+        self.remote_models: dict[str, str] = {}
+        self.remote_inputs: dict[tuple[int, int | None], str] = {}
+        self._pushed: dict[str, tuple[Path, str]] = {}
+        self.inference_ms_total = 0.0  # runner-reported, warm-up included
+        self.transfer_s = 0.0
+        self.transfer_bytes = 0
+
+    @property
+    def how_obtained(self) -> str:
+        parts = [f"executor_runner binary under `adb shell` ({self.remote_runner}); a shell process is scheduled "
+                 "differently from a foreground app",
+                 "latencies from the runner's own 'Iteration i of N: X ms' log lines"
+                 + (f" read from {self._form_seen}" if self._form_seen else "")]
+        if self.plan.threads:
+            parts.append(f"--cpu_threads {self.plan.threads}")
+        if self.plan.affinity_mask:
+            parts.append(f"taskset {self.plan.affinity_mask}")
+        return "; ".join(parts)
+
+    def describe(self) -> TargetRecord:
+        versions = {"runner_path": self.remote_runner}
+        if self.runner_local:
+            versions["runner_sha256"] = sha256_file(self.runner_local)
+        with contextlib.suppress(Exception):
+            versions["runner_sha256_on_device"] = self.device.sha256(self.remote_runner)  # type: ignore[attr-defined]
+        return TargetRecord(target_id=self.target.spec, kind="android", is_virtual=bool(self.info.is_virtual),
+                            info=self.info.to_dict(), library_versions=versions, threads=self.plan.threads,
+                            affinity_mask=self.plan.affinity_mask, how_obtained=self.how_obtained)
+
+    def support(self, model: ModelSpec) -> str | None:
+        if model.format != "executorch":
+            return (f"{model.format} is not an ExecuTorch program; a phone runs .pte files through executor_runner: "
+                    "not supported on this target")
+        return None
+
+    # -- the one transfer
+    def _remote_path_for(self, local: Path, sha: str) -> str:
+        return f"{DEVICE_BASE_DIR}/models/{sha[:16]}_{_slug(local.name)}"
+
+    def _ensure_file(self, local: Path, remote: str, sha: str, *, mode: int | None = None) -> None:
+        """Push unless the device already holds exactly this file (sha256-checked either way)."""
+        dev = self.device
+        if dev.exists(remote) and dev.sha256(remote) == sha:  # type: ignore[attr-defined]
+            self._pushed[remote] = (local, sha)
+            return
+        t0 = time.perf_counter()
+        dev.push(local, remote, verify_sha256=True, mode=mode)  # type: ignore[attr-defined]
+        self.transfer_s += time.perf_counter() - t0
+        self.transfer_bytes += local.stat().st_size
+        self._pushed[remote] = (local, sha)
+
+    def prepare(self, models: Sequence[ModelSpec], inputs: PreparedInputs) -> None:
+        """Check the runner and free space, then push models, inputs and the runner once.
+
+        Raises:
+            TargetError: wrong runner ABI, no runner at all, too little storage.
+        """
+        from android_bench.device import elf_machine
+
+        dev = self.device
+        abis = tuple(self.info.abis)
+        if self.runner_local is not None:
+            if not self.runner_local.is_file():
+                raise TargetError(f"--runner {self.runner_local} does not exist", hint=BUILD_RUNNER_HINT)
+            abi = elf_machine(self.runner_local)
+            if abis and abi not in abis:
+                raise TargetError(f"{self.runner_local} is built for {abi}, but {self.target.spec} runs "
+                                  f"{', '.join(abis)}", hint=BUILD_RUNNER_HINT)
+            self.remote_runner = f"{DEVICE_BASE_DIR}/bin/executor_runner"
+        elif not dev.exists(DEFAULT_DEVICE_RUNNER):  # type: ignore[attr-defined]
+            raise TargetError(f"{self.target.spec} has no executor_runner at {DEFAULT_DEVICE_RUNNER} and none was given",
+                              hint=BUILD_RUNNER_HINT)
+        files: list[tuple[Path, str, str, int | None]] = []
+        for m in models:
+            local = self.plan.model_path(m)
+            remote = self._remote_path_for(local, m.sha256)
+            self.remote_models[m.key] = remote
+            files.append((local, remote, m.sha256, 0o644))
+        per_image = any(m.batch_size == 1 and self.plan.batch_size > 1 for m in models)
+        for index, path in sorted(inputs.files.items()):
+            if per_image:
+                for pos in range(self.plan.batch_size):
+                    local = inputs.image_file(index, pos)
+                    remote = f"{self.run_dir}/inputs/{local.name}"
+                    self.remote_inputs[(index, pos)] = remote
+                    files.append((local, remote, sha256_file(local), 0o644))
+            remote = f"{self.run_dir}/inputs/{path.name}"
+            self.remote_inputs[(index, None)] = remote
+            files.append((path, remote, inputs.sha256[index], 0o644))
+        if self.runner_local is not None:
+            files.append((self.runner_local, self.remote_runner, sha256_file(self.runner_local), 0o755))
+        dev.shell(["mkdir", "-p", f"{DEVICE_BASE_DIR}/models", f"{DEVICE_BASE_DIR}/bin", f"{self.run_dir}/inputs",
+                   f"{self.run_dir}/out"], timeout_s=30)  # type: ignore[attr-defined]
+        need = sum(f[0].stat().st_size for f in files)
+        free = dev.free_bytes(DEVICE_BASE_DIR)  # type: ignore[attr-defined]
+        margin = 16 * 1024 * 1024
+        if free < need + margin:
+            raise TargetError(
+                f"{self.target.spec} has {free / 1e6:.1f} MB free under {DEVICE_BASE_DIR}; the run needs "
+                f"{need / 1e6:.1f} MB (+{margin / 1e6:.0f} MB margin) for models, inputs and the runner",
+                hint="free space on the device (e.g. `adb shell rm -r /data/local/tmp/emobench/runs`)")
+        for local, remote, sha, mode in files:
+            self._ensure_file(local, remote, sha, mode=mode)
+        log.info("%s: %d files ready (%d bytes pushed in %.2f s)", self.target.spec, len(files), self.transfer_bytes,
+                 self.transfer_s)
+
+    def recover(self) -> None:
+        """Reconnect with bounded backoff and re-verify (re-push if needed) every file pushed.
+
+        Raises:
+            DeviceUnreachableError: the device did not come back.
+        """
+        from android_bench.device import DeviceError, DeviceUnreachableError, retry_with_backoff
+
+        retry_with_backoff(self.device.reconnect, attempts=self.reconnect_attempts,  # type: ignore[attr-defined]
+                           retry_on=(DeviceUnreachableError,))
+        for remote, (local, sha) in list(self._pushed.items()):
+            try:
+                ok = self.device.exists(remote) and self.device.sha256(remote) == sha  # type: ignore[attr-defined]
+            except DeviceError:
+                ok = False
+            if not ok:
+                log.warning("%s: %s lost or changed after reconnect; pushing again", self.target.spec, remote)
+                self.device.push(local, remote, verify_sha256=True)  # type: ignore[attr-defined]
+
+    def telemetry(self) -> Telemetry:
+        from android_bench.device_info import read_cpu_freqs_khz, read_temperatures_c
+
+        temps = read_temperatures_c(self.device)  # type: ignore[arg-type]
+        freqs = read_cpu_freqs_khz(self.device)  # type: ignore[arg-type]
+        return Telemetry({str(k): float(v) for k, v in temps.items()}, {str(k): int(v) for k, v in freqs.items()},
+                         utc_now())
+
+    # -- one runner invocation
+    def _runner_argv(self, model_remote: str, input_remote: str, output_remote: str, executions: int) -> list[str]:
+        argv: list[str] = []
+        if self.plan.affinity_mask:
+            argv += ["taskset", self.plan.affinity_mask]
+        argv += [self.remote_runner, "--model_path", model_remote, "--inputs", input_remote,
+                 "--output_file", output_remote, "--num_executions", str(executions)]
+        if self.plan.threads:
+            argv += ["--cpu_threads", str(self.plan.threads)]
+        return argv
+
+    def invoke_runner(self, model_remote: str, input_remote: str, output_remote: str, executions: int, *,
+                      log_name: str) -> tuple[tuple[float, ...] | None, str, str, int]:
+        """Run the runner once; return (latencies of all executions or None, error, combined output, status).
+
+        Raises:
+            NoTimingLinesError: the runner succeeded but printed no timing lines anywhere (logging off).
+            DeviceError: the device is lost (the ablation reconnects and redoes the experiment).
+        """
+        from android_bench import runner_log
+
+        dev = self.device
+        use_logcat = self._form_seen in (None, "logcat")
+        if use_logcat:
+            dev.shell(["logcat", "-c"], timeout_s=30, check=False)  # type: ignore[attr-defined]
+        from android_bench.device import DeviceTimeoutError, quote_command
+
+        argv = self._runner_argv(model_remote, input_remote, output_remote, executions)
+        try:
+            result = dev.shell(argv, timeout_s=self.runner_timeout_s, check=False)  # type: ignore[attr-defined]
+        except DeviceTimeoutError as exc:
+            output = f"$ {quote_command(argv)}\n{exc.message}\n"
+            self._write_log(log_name, output)
+            with contextlib.suppress(Exception):  # a hung shell stream may leave the connection unusable
+                dev.reconnect()  # type: ignore[attr-defined]
+            return None, f"executor_runner did not finish within {self.runner_timeout_s:g} s", output, -1
+        logcat_text = ""
+        parsed = runner_log.parse_stderr(result.stderr + "\n" + result.stdout,
+                                         source=f"{self.target.spec} {log_name}")
+        form = "stderr"
+        if not parsed.iterations and use_logcat:
+            logcat_text = dev.shell(["logcat", "-d", "-v", "threadtime", "-s", f"{runner_log.LOGCAT_TAG}:V"],
+                                    timeout_s=60, check=False).stdout  # type: ignore[attr-defined]
+            parsed = runner_log.parse_logcat(logcat_text, source=f"{self.target.spec} {log_name} (logcat)")
+            form = "logcat"
+        output = (f"$ {quote_command(argv)}\nexit status {result.exit_status}\n--- stdout\n{result.stdout}\n"
+                  f"--- stderr\n{result.stderr}\n" + (f"--- logcat\n{logcat_text}\n" if logcat_text else ""))
+        self._write_log(log_name, output)
+        if result.exit_status != 0:
+            errors = "; ".join(parsed.errors[-3:]) or (result.stderr or result.stdout).strip()[-500:]
+            return None, f"executor_runner exited with status {result.exit_status}: {errors}", output, result.exit_status
+        latencies = parsed.latencies_ms(expected_executions=executions)  # raises NoTimingLinesError when none
+        self.inference_ms_total += sum(latencies)
+        if self._form_seen is None:
+            self._form_seen = form
+        return latencies, "", output, 0
+
+    def _write_log(self, log_name: str, text: str) -> None:
+        path = self.log_dir / f"{log_name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, errors="replace")
+
+    def _pull_logits(self, output_remote: str, rows: int) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="emobench-out-") as tmp:
+            local = Path(tmp) / "out-0.bin"
+            self.device.pull(f"{output_remote}-0.bin", local)  # type: ignore[attr-defined]
+            data = np.fromfile(local, dtype="<f4")
+        k = len(self.plan.class_names)
+        if data.size != rows * k:
+            raise ValueError(f"runner output {output_remote}-0.bin holds {data.size} floats, expected {rows}x{k}")
+        return data.reshape(rows, k).astype(np.float32)
+
+    def run_cell(self, experiment: Experiment, model: ModelSpec, inputs: PreparedInputs) -> CellOutcome:
+        from android_bench.device import DeviceCommandError
+
+        w, r = self.plan.warmup, self.plan.repeats
+        name = f"exp{experiment.index:03d}_{_slug(model.key)}"
+        per_image = model.batch_size == 1 and self.plan.batch_size > 1
+        jobs = ([(self.remote_inputs[(experiment.index, p)], f"{name}_img{p:02d}", 1)
+                 for p in range(self.plan.batch_size)] if per_image
+                else [(self.remote_inputs[(experiment.index, None)], name, self.plan.batch_size)])
+        totals = np.zeros(r)
+        logits = []
+        outputs = []
+        for input_remote, log_name, rows in jobs:
+            out_remote = f"{self.run_dir}/out/{log_name}"
+            latencies, error, output, _status = self.invoke_runner(
+                self.remote_models[model.key], input_remote, out_remote, w + r, log_name=log_name)
+            outputs.append(output)
+            if latencies is None:
+                return CellOutcome(error=f"{model.key} on experiment {experiment.index}: {error}",
+                                   runner_output=output[-8000:], log_path=str(self.log_dir / f"{log_name}.log"))
+            totals += np.asarray(latencies[w:])
+            try:
+                logits.append(self._pull_logits(out_remote, rows))
+            except (ValueError, DeviceCommandError) as exc:
+                return CellOutcome(error=f"{model.key} on experiment {experiment.index}: {_short_error(exc)}",
+                                   runner_output=output[-8000:], log_path=str(self.log_dir / f"{log_name}.log"))
+        return CellOutcome(latencies_ms=tuple(float(v) for v in totals), logits=np.concatenate(logits),
+                           log_path=str(self.log_dir / f"{jobs[0][1]}.log"))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.device.close()  # type: ignore[attr-defined]
+
+
+def open_session(target: TargetSpec, plan: AblationPlan, *, run_id: str, log_dir: Path,
+                 runner: Path | None = None, log_form: str = "auto", runner_timeout_s: float = 600,
+                 connect: Callable[[str], object] | None = None) -> HostSession | AndroidSession:
+    """Open the session for one target.
+
+    Raises:
+        TargetError: the target is unreachable or unusable here.
+    """
+    if target.kind in ("host-cpu", "host-cuda"):
+        return HostSession(target, plan)
+    if target.kind == "android":
+        return AndroidSession(target, plan, run_id=run_id, log_dir=Path(log_dir) / _slug(target.spec), runner=runner,
+                              log_form=log_form, runner_timeout_s=runner_timeout_s, connect=connect)
+    raise PlanError(f"unknown target kind {target.kind!r}")
+
+
+def support_map(session: HostSession | AndroidSession, models: Sequence[ModelSpec]) -> Mapping[str, str | None]:
+    """Model key -> None (runs here) or the reason it does not."""
+    return {m.key: session.support(m) for m in models}

@@ -1,0 +1,50 @@
+"""`emobench latency` (the quick latency table) and evaluate_manifest on the tiny export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from android_bench.evaluate_manifest import evaluate_manifest
+from android_bench.latency import format_latency_table, measure_latency
+from tests.device_results.tiny_export import build_tiny_export
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, tiny_sample) -> Path:
+    return build_tiny_export(tmp_path_factory.getbasetemp() / "tiny_export", tiny_sample)
+
+
+def test_latency_table_on_host_and_virtual_device(manifest, virtual_device, adb_key):
+    import functools
+
+    from android_bench.device import connect
+
+    rows = measure_latency(manifest, ("host-cpu", f"android:{virtual_device.address}"), runs=4, warmup=1, threads=1,
+                           connect=functools.partial(connect, adb_key=adb_key))
+    host = {r.model_key: r for r in rows if r.target == "host-cpu"}
+    dev = {r.model_key: r for r in rows if r.target != "host-cpu"}
+    assert set(host) == set(dev) and "eager-fp32" in host
+    for key in ("executorch-fp32", "executorch-int8-dynamic"):
+        for r in (host[key], dev[key]):
+            assert r.runs == 4 and r.min_ms <= r.median_ms <= r.p90_ms <= r.max_ms and r.min_ms <= r.avg_ms
+    assert dev["executorch-fp32"].is_virtual
+    assert dev["onnx-fp32"].avg_ms is None and "not supported" in dev["onnx-fp32"].note
+    assert host["executorch-int8-dynamic"].size_mb < host["executorch-fp32"].size_mb
+    table = format_latency_table(rows)
+    assert "(virtual)" in table and "median ms" in table
+
+
+def test_evaluate_manifest_every_artifact(manifest, tiny_sample, tmp_path):
+    report = evaluate_manifest(manifest, tiny_sample["rafdb"], "test", tmp_path / "eval", threads=1)
+    assert report["images"] == 7 * 8
+    assert "eager-fp32" in report["models"] and "executorch-int8-dynamic" in report["models"]
+    for key, metrics in report["models"].items():
+        assert "error" not in metrics, (key, metrics)
+        assert sum(map(sum, metrics["confusion_matrix"])) == 56
+    # the FP32 artifacts reproduce the eager model
+    assert report["models"]["executorch-fp32"]["confusion_matrix"] == report["models"]["eager-fp32"]["confusion_matrix"]
+    on_disk = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert on_disk["models"].keys() == report["models"].keys()
