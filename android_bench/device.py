@@ -520,7 +520,9 @@ class AdbShellDevice(_BaseDevice):
     # -- primitives
     def _v2_stream(self, cmd: bytes, timeout_s: float) -> tuple[bytes, bytes, int | None]:
         adb = self._need()
-        chunks = adb._streaming_command(b"shell,v2,raw", cmd, self._timeout_s, timeout_s, timeout_s)
+        # A runner may print nothing for longer than the connect timeout (logcat-only builds print
+        # nothing at all), so every socket read may wait as long as the command's own limit.
+        chunks = adb._streaming_command(b"shell,v2,raw", cmd, max(self._timeout_s, timeout_s), timeout_s, timeout_s)
         return _parse_shell_v2(chunks)
 
     def _run(self, cmd: str, timeout_s: float) -> ShellResult:
@@ -534,7 +536,7 @@ class AdbShellDevice(_BaseDevice):
                         raise DeviceUnreachableError(f"{self.serial} closed `{cmd}` without an exit status")
                     return ShellResult(_decode(out), _decode(err), status)
                 wrapped, nonce = _legacy_wrap(cmd)
-                data = self._need().shell(wrapped, transport_timeout_s=self._timeout_s,
+                data = self._need().shell(wrapped, transport_timeout_s=max(self._timeout_s, timeout_s),
                                           read_timeout_s=timeout_s, timeout_s=timeout_s, decode=False)
             except DeviceError:
                 raise

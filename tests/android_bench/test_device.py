@@ -262,3 +262,12 @@ def test_exec_service_and_sync_list(device, virtual_device):
     assert adb.exec_out("echo raw; echo also-raw >&2") == "raw\nalso-raw\n"
     names = {entry.filename.decode(): entry.size for entry in adb.list(TMP)}
     assert names["listed.txt"] == 3 and "executor_runner" in names
+
+
+@pytest.mark.parametrize("shell_protocol", ["v2", "legacy"])
+def test_silent_command_longer_than_connect_timeout_succeeds(virtual_device, adb_key, shell_protocol):
+    """Regression: a runner that prints nothing (a logcat-only build) for longer than the connect
+    timeout must not fail with a socket timeout; only the command's own limit counts."""
+    with connect(virtual_device.address, adb_key=adb_key, timeout_s=0.5, shell_protocol=shell_protocol) as dev:
+        result = dev.shell(["sleep", "1.2"], timeout_s=10)
+    assert result.exit_status == 0
