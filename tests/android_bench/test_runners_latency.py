@@ -48,3 +48,17 @@ def test_evaluate_manifest_every_artifact(manifest, tiny_sample, tmp_path):
     assert report["models"]["executorch-fp32"]["confusion_matrix"] == report["models"]["eager-fp32"]["confusion_matrix"]
     on_disk = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert on_disk["models"].keys() == report["models"].keys()
+
+
+def test_evaluate_command_accepts_a_manifest(manifest, tiny_sample, tmp_path):
+    from click.testing import CliRunner
+
+    from emobench import cli
+
+    out = tmp_path / "cli-eval"
+    result = CliRunner().invoke(cli, ["evaluate", str(manifest), "--data", str(tiny_sample["rafdb"]),
+                                      "--split", "test", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "executorch-int8-dynamic" in result.output and "accuracy" in result.output
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert saved["images"] == 7 * 8 and "eager-fp32" in saved["models"]
