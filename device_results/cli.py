@@ -1,25 +1,10 @@
-"""Commands of the results package (reports) and the end-to-end demo."""
+"""`emobench results ...`: list, show and export the runs in a results database."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
-
-
-@click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"),
-              show_default=True, help="Folder for every demo output.")
-def demo(out_dir: Path) -> None:
-    """Run the whole mission on the built-in sample data (stages not built yet are listed as such)."""
-    from training.datasets import create_dataset
-    from training.sample import generate_sample
-
-    roots = generate_sample(out_dir / "data")
-    for _name, root in roots.items():
-        ds = create_dataset(root, split="all", allow_empty_classes=True)
-        click.echo(ds.summary())
-
 
 DEFAULT_DB = Path("results") / "emobench.db"
 _db_option = click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
@@ -88,4 +73,4 @@ def results_export(run: str, db: Path, fmt: str, out_dir: Path | None) -> None:
         click.echo(str(path))
 
 
-COMMANDS = [demo, results]
+COMMANDS = [results]

@@ -1,0 +1,75 @@
+"""The demo end to end at its smallest settings (``--quick``): every real stage, then reuse."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+
+from device_results.demo import STAGES, DemoConfig, run_demo
+from emobench import cli
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    events = []
+    cfg = DemoConfig.quick_config(out)
+    result = run_demo(cfg, on_event=events.append)
+    return cfg, result, events
+
+
+def test_quick_demo_runs_every_stage(quick_demo):
+    cfg, result, events = quick_demo
+    started = [e.stage for e in events if e.kind == "stage-start"]
+    assert started == list(STAGES) and not result.reused
+    notes = [e.message for e in events if e.kind == "note" and e.stage == "train"]
+    assert len(notes) == 1 and ("training from scratch" in notes[0] or "found locally" in notes[0])
+    assert result.checkpoint.is_file() and result.manifest.is_file() and result.report_html.is_file()
+    assert (cfg.out_dir / "evaluate" / "seen-test" / "confusion_matrix.png").is_file()
+    assert (cfg.out_dir / "evaluate" / "unseen-custom" / "per_class.png").is_file()
+    assert 0.0 <= result.test_accuracy <= 1.0
+    # the virtual device was a target, is marked virtual, and ran every ExecuTorch model
+    virtual = [t for t in result.targets if t.startswith("android:127.0.0.1:")]
+    assert result.targets[0] == "host-cpu" and len(virtual) == 1
+    conn = sqlite3.connect(result.db_path)
+    try:
+        flags = dict(conn.execute("SELECT target_id, is_virtual FROM targets WHERE run_id = ?", (result.run_id,)))
+        cells = conn.execute("SELECT target_id, status, count(*) FROM cells WHERE run_id = ? GROUP BY target_id, status",
+                             (result.run_id,)).fetchall()
+        status = conn.execute("SELECT status FROM runs WHERE run_id = ?", (result.run_id,)).fetchone()[0]
+    finally:
+        conn.close()
+    assert flags == {"host-cpu": 0, virtual[0]: 1}
+    assert {(t, s): n for t, s, n in cells} == {("host-cpu", "ok"): cfg.experiments * 3,
+                                                (virtual[0], "ok"): cfg.experiments * 2}
+    assert status == "complete"
+    page = result.report_html.read_text()
+    assert "(VIRTUAL)" in page and "is a VIRTUAL device" in page
+    # the printed summary: one row per (target, model) that ran
+    assert {(row[0], row[1]) for row in result.summary} >= {("host-cpu", "eager-fp32"),
+                                                            (f"{virtual[0]} (VIRTUAL)", "executorch-int8-dynamic")}
+
+
+def test_demo_cli_prints_summary_and_report_path(quick_demo):
+    cfg, result, _ = quick_demo
+    out = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(cfg.out_dir)])
+    assert out.exit_code == 0, out.output
+    assert "Report: " in out.output and "report.html" in out.output
+    assert "median ms/image" in out.output and "Seen test accuracy" in out.output
+
+
+def test_rerun_reuses_finished_stages(quick_demo):
+    cfg, first, _ = quick_demo
+    events = []
+    again = run_demo(cfg, on_event=events.append)
+    assert again.reused == STAGES and again.run_id == first.run_id
+    assert not [e for e in events if e.kind == "stage-start"]
+    # a change to the ablation settings redoes the ablation and the report only
+    changed = replace(cfg, repeats=cfg.repeats + 1)
+    events = []
+    third = run_demo(changed, on_event=events.append)
+    assert [e.stage for e in events if e.kind == "stage-start"] == ["ablation", "report"]
+    assert third.reused == ("data", "train", "evaluate", "export") and third.run_id != first.run_id
