@@ -232,6 +232,9 @@ def _execute(plan: AblationPlan, store: ResultsStore, run_id: str, log_dir: Path
             "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(Exception):
             store.finish_run(run_id, "incomplete", f"stopped: {message}; resume with --resume {run_id}")
+        if isinstance(exc, KeyboardInterrupt):  # the CLI only says "Aborted!": tell the user how to go on
+            log.warning("run %s interrupted (%s); the experiment in flight was not kept; continue it with: "
+                        "emobench ablation --resume %s", run_id, exc or "Ctrl-C", run_id)
         raise
     finally:
         for session in sessions.values():

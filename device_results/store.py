@@ -34,6 +34,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,7 +360,7 @@ class ResultsStore:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
             self._conn.row_factory = sqlite3.Row
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._journal_mode_wal(busy_timeout_s)
             if str(mode).lower() != "wal":
                 log.warning("%s: journal mode is %s, not WAL (a filesystem without shared memory?)", self.path, mode)
             self._conn.execute("PRAGMA synchronous = FULL")
@@ -370,6 +371,18 @@ class ResultsStore:
                 self._conn.close()
             raise StoreError(f"{self.path} is not a usable emobench results database ({exc})",
                              hint="point --db at a new file or at a database written by emobench") from exc
+
+    def _journal_mode_wal(self, busy_timeout_s: float) -> str:
+        # Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is locked"
+        # at once (no busy handler) while another process does the same: retry for the busy timeout.
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                return str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _init_schema(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]

@@ -41,3 +41,16 @@ def require_tool(*names: str) -> str:
 def tiny_sample(tmp_path_factory) -> dict[str, Path]:
     """The sample dataset at TINY_SAMPLE size, generated once per test session."""
     return generate_sample(tmp_path_factory.mktemp("sample"), TINY_SAMPLE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_adb_keys(tmp_path_factory):
+    """Point adb's default key folder (``ANDROID_USER_HOME``) at a temporary one for the whole session,
+    so no test, and no subprocess a test starts, can create or read the user's ~/.android/adbkey."""
+    previous = os.environ.get("ANDROID_USER_HOME")
+    os.environ["ANDROID_USER_HOME"] = str(tmp_path_factory.mktemp("android-user-home"))
+    yield
+    if previous is None:
+        os.environ.pop("ANDROID_USER_HOME", None)
+    else:
+        os.environ["ANDROID_USER_HOME"] = previous

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import logging
+import math
 import os
 import pickle
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +62,16 @@ class Checkpoint:
         """The model with the stored weights, in eval mode, on the CPU."""
         from training.models import create_model
 
-        model = create_model(self.arch, num_classes=self.num_classes, pretrained=False, **dict(self.model_kwargs))
+        try:
+            model = create_model(self.arch, num_classes=self.num_classes, pretrained=False, **dict(self.model_kwargs))
+        except EmobenchError as exc:
+            raise CheckpointError(f"{self.path}: cannot build arch {self.arch!r}: {exc.message}", hint=exc.hint) from exc
+        except (TypeError, ValueError) as exc:  # timm refuses an unknown or ill-typed model_kwargs entry
+            raise CheckpointError(f"{self.path}: field model_kwargs {dict(self.model_kwargs)} does not fit "
+                                  f"{self.arch} ({exc})") from exc
         try:
             model.load_state_dict(self.model_state)
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
                 f"{self.path}: the stored weights do not fit {self.arch} with {self.num_classes} classes ({exc})"
             ) from exc
@@ -140,13 +146,54 @@ def load_checkpoint_dict(path: str | os.PathLike[str], *, map_location: str | to
             f"weights_only=True so that a file cannot run code ({str(exc).splitlines()[0][:200]})",
             hint="re-save it as a plain dict of tensors and values, or retrain with emobench",
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, KeyError) as exc:
+    except Exception as exc:  # torch.load on arbitrary bytes raises many types (IndexError, EOFError, BadZipFile...)
+        first = (str(exc).splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt: {str(exc).splitlines()[0][:200]})"
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt: {type(exc).__name__}: {first})"
         ) from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not an emobench checkpoint dict")
     return obj
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# field -> (what it must be, check); absent optional fields are not checked
+_FIELD_TYPES: dict[str, tuple[str, Any]] = {
+    "arch": ("a non-empty string", lambda v: isinstance(v, str) and bool(v)),
+    "num_classes": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "class_names": ("a list of non-empty strings",
+                    lambda v: isinstance(v, list | tuple) and all(isinstance(c, str) and c for c in v)),
+    "input_size": ("[channels, height, width] integers >= 1",
+                   lambda v: isinstance(v, list | tuple) and all(_is_int(x) and x >= 1 for x in v)),
+    "mean": ("a list of finite numbers", lambda v: isinstance(v, list | tuple) and all(_is_finite(x) for x in v)),
+    "std": ("a list of finite numbers > 0",
+            lambda v: isinstance(v, list | tuple) and all(_is_finite(x) and x > 0 for x in v)),
+    "model_state": ("a state dict of tensors", lambda v: isinstance(v, dict)
+                    and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())),
+    "model_kwargs": ("a dict (or null)", lambda v: v is None or isinstance(v, dict)),
+    "epoch": ("an integer >= 0 (or null)", lambda v: v is None or (_is_int(v) and v >= 0)),
+    "best_metric": ("a finite number (or null)", lambda v: v is None or _is_finite(v)),
+    "config": ("a dict (or null)", lambda v: v is None or isinstance(v, dict)),
+}
+
+
+def _check_field_types(path: Path, obj: Mapping[str, Any]) -> None:
+    for name, (expected, ok) in _FIELD_TYPES.items():
+        if name in obj and not ok(obj[name]):
+            raise CheckpointError(f"{path}: field {name} must be {expected}, not {_short_repr(obj[name])}",
+                                  hint="the file was not written by `emobench train`, or was edited")
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value) if not isinstance(value, torch.Tensor) else f"a tensor of shape {tuple(value.shape)}"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -163,25 +210,24 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
             hint="export and evaluation need a checkpoint written by `emobench train`",
         )
     version = obj.get("format_version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version!r} is newer than this emobench reads")
+    if not _is_int(version) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not one this emobench reads "
+                              f"(1..{CHECKPOINT_VERSION})")
     missing = [k for k in _REQUIRED if k not in obj]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks field(s) {', '.join(missing)}")
-    try:
-        class_names = tuple(str(c) for c in obj["class_names"])
-        input_size = tuple(int(v) for v in obj["input_size"])
-        mean = tuple(float(v) for v in obj["mean"])
-        std = tuple(float(v) for v in obj["std"])
-        num_classes = int(obj["num_classes"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: a checkpoint field has the wrong type ({exc})") from exc
+    _check_field_types(path, obj)
+    class_names = tuple(obj["class_names"])
+    input_size = tuple(obj["input_size"])
+    mean = tuple(float(v) for v in obj["mean"])
+    std = tuple(float(v) for v in obj["std"])
+    num_classes = obj["num_classes"]
     if len(input_size) != 3 or len(mean) != input_size[0] or len(std) != input_size[0]:
         raise CheckpointError(f"{path}: input_size {input_size} and mean/std lengths disagree")
     if num_classes != len(class_names):
         raise CheckpointError(f"{path}: num_classes={num_classes} but {len(class_names)} class names")
-    if not isinstance(obj["model_state"], dict):
-        raise CheckpointError(f"{path}: model_state is not a state dict")
+    if len(set(class_names)) != len(class_names):
+        raise CheckpointError(f"{path}: field class_names lists a class twice: {list(class_names)}")
     return Checkpoint(
         path=path,
         arch=str(obj["arch"]),
@@ -192,7 +238,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         std=std,
         model_state=obj["model_state"],
         model_kwargs=obj.get("model_kwargs") or {},
-        epoch=int(obj.get("epoch") or 0),
+        epoch=obj.get("epoch") or 0,
         best_metric=obj.get("best_metric"),
         config=obj.get("config") or {},
         raw=obj,

@@ -281,6 +281,9 @@ def _read_fer2013_csv(csv_path: Path, split: str, col: _Collector) -> None:
                 continue
             try:
                 values = np.array(row[i_pixels].split(), dtype=np.int64)
+            except OverflowError:
+                col.bad(PixelStringError(f"{where}: pixel values must lie in 0..255"))
+                continue
             except ValueError:
                 col.bad(PixelStringError(f"{where}: pixels hold a value that is not an integer"))
                 continue
@@ -330,7 +333,9 @@ def _read_rafdb_basic(root: Path, split: str, col: _Collector, *, decode: bool, 
     aligned_dir = basic / "Image" / "aligned"
     original_dir = basic / "Image" / "original"
     try:
-        lines = label_file.read_text(encoding="utf-8").splitlines()
+        # split on "\n" only (read_text already turned \r\n and \r into it): splitlines() would also
+        # break at form feeds and Unicode separators, and the line numbers in errors would be wrong
+        lines = label_file.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as exc:
         raise LabelParseError(f"{label_file}: not a text file ({exc})") from exc
     for line_no, raw in enumerate(lines, start=1):
