@@ -32,7 +32,14 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from emobench_common.errors import EmobenchError
-from training.labels import FER2013_IDS, RAFDB_IDS, UnknownEmotionError, canonical_emotion, resolve_classes
+from training.labels import (
+    FER2013_IDS,
+    RAFDB_IDS,
+    UnknownEmotionError,
+    canonical_emotion,
+    is_emotion,
+    resolve_classes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -408,21 +415,13 @@ def detect_layout(root: Path) -> str:
     if (root / "train").is_dir():
         return "fer2013_folder"
     subdirs = [p.name for p in root.iterdir() if p.is_dir()]
-    if subdirs and all(_is_emotion(n) for n in subdirs):
+    if subdirs and all(is_emotion(n) for n in subdirs):
         return "custom"
     raise DatasetLayoutError(
         f"{root} holds no dataset layout emobench reads (found: {sorted(subdirs)[:8] or 'no folders'})",
         hint="expected fer2013.csv, basic/EmoLabel/list_patition_label.txt (RAF-DB), DATASET/train/<1..7>/, "
         "train|test/<emotion>/ (FER-2013 images) or <emotion>/ folders (custom photos)",
     )
-
-
-def _is_emotion(name: str) -> bool:
-    try:
-        canonical_emotion(name)
-        return True
-    except UnknownEmotionError:
-        return False
 
 
 def create_dataset(

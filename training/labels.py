@@ -59,6 +59,11 @@ def canonical_emotion(name: str) -> str:
     return _ALIASES[key]
 
 
+def is_emotion(name: str) -> bool:
+    """Whether ``name`` is an emotion (or a synonym) that ``canonical_emotion`` accepts."""
+    return name.strip().lower() in _ALIASES
+
+
 def resolve_classes(class_names: Sequence[str] | None, num_classes: int | None = None) -> tuple[str, ...]:
     """Resolve the task's classes: explicit names (canonicalised, in the given order) or the
     canonical first ``num_classes`` (6 for Phase 1, 7 for Phase 2)."""

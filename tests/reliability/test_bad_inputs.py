@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from emobench_common.errors import EmobenchError
+from training.labels import is_emotion
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -153,16 +154,6 @@ FOLDER_NAME = st.text(alphabet=st.characters(blacklist_characters="/\0", blackli
                       min_size=1, max_size=40).filter(lambda s: s not in (".", "..") and len(s.encode()) < 200)
 
 
-def _is_emotion(name: str) -> bool:
-    from training.labels import UnknownEmotionError, canonical_emotion
-
-    try:
-        canonical_emotion(name)
-        return True
-    except UnknownEmotionError:
-        return False
-
-
 def _rafdb_id(name: str) -> bool:
     try:
         return 1 <= int(name) <= 7
@@ -175,7 +166,7 @@ def _rafdb_id(name: str) -> bool:
 def test_class_folder_names(tally, name, numeric):
     from training.datasets import create_dataset
 
-    assume(not (_rafdb_id(name) if numeric else _is_emotion(name)))
+    assume(not (_rafdb_id(name) if numeric else is_emotion(name)))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base = root / "train" if numeric else root
