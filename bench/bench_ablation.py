@@ -9,10 +9,15 @@
 Full: EfficientNet-B0 at 112x112 (FP32 + dynamic INT8 ExecuTorch, batch 16), 30 experiments,
 warm-up 3, repeats 5. Quick: timm's test_efficientnet at 64x64, 4 experiments, batch 8.
 Exporting and preprocessing happen before the timed part and are not counted.
+
+host-cuda is measured where ``torch.cuda.is_available()``; a phone is measured when
+``EMOBENCH_BENCH_PHONE=android:<serial>`` (and ``EMOBENCH_BENCH_RUNNER=<executor_runner>`` unless
+the runner is already on the phone) is set. Otherwise both are reported as not measured here.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -42,7 +47,7 @@ def _export(base: Path, sample: dict, *, arch: str, size: int, batch: int) -> Pa
 
 
 def run(*, quick: bool) -> list[Figure]:
-    import functools
+    import torch
 
     from android_bench.ablation import RunOptions, run_ablation
     from android_bench.device import connect
@@ -62,25 +67,55 @@ def run(*, quick: bool) -> list[Figure]:
                                                              custom_per_class=40))
         manifest = _export(base, sample, arch=arch, size=size, batch=batch)
         key = ensure_adb_key(base / "home" / ".android" / "adbkey", create=True)
+        phone = os.environ.get("EMOBENCH_BENCH_PHONE", "")
+        runner = os.environ.get("EMOBENCH_BENCH_RUNNER")
+        has_cuda = torch.cuda.is_available()
         with VirtualDevice(base / "device", authorized_keys=Path(str(key) + ".pub")) as vd:
             target = f"android:{vd.address}"
+            targets = ("host-cpu", target) + (("host-cuda",) if has_cuda else ()) + ((phone,) if phone else ())
             plan = build_plan(PlanConfig(manifest=manifest, seen=sample["rafdb"], unseen=sample["custom"],
-                                         targets=("host-cpu", target), experiments=experiments, batch_size=batch,
+                                         targets=targets, experiments=experiments, batch_size=batch,
                                          warmup=warmup, repeats=repeats, include_eager=False))
+
+            def _connect(spec: str):
+                # the virtual device trusts only this benchmark's key; a phone trusts the user's own
+                return connect(spec, adb_key=key) if spec == vd.address else connect(spec)
+
             with ResultsStore(base / "results.db") as store:
-                result = run_ablation(plan, store, RunOptions(connect=functools.partial(connect, adb_key=key)))
+                result = run_ablation(plan, store, RunOptions(connect=_connect,
+                                                              runner=Path(runner) if runner else None))
         if result.status != "complete":
             raise BenchmarkError(f"the ablation ended {result.status}: {result.message}")
-        dev, host = result.timings[target], result.timings["host-cpu"]
         note = f"{arch} {size}x{size}, {experiments} experiments x batch {batch}, warm-up {warmup}, repeats {repeats}"
-        return [
-            ratio_figure("ablation wall / (runner inference + transfer), virtual device", value=dev.wall_s,
-                         reference=dev.inference_s + dev.transfer_s, unit="s",
-                         reference_label="runner-reported inference + one-time transfer", target_max=1.3,
-                         spread=f"inference {dev.inference_s:.2f} s, transfer {dev.transfer_s:.2f} s", note=note),
-            ratio_figure("ablation wall / timed runtime calls, host-cpu", value=host.wall_s, reference=host.inference_s,
-                         unit="s", reference_label="sum of timed runtime calls", target_max=1.1, note=note),
-        ]
+        figures = [_device_figure("virtual device", result.timings[target], note),
+                   _host_figure("host-cpu", result.timings["host-cpu"], note)]
+        if has_cuda:
+            figures.append(_host_figure("host-cuda", result.timings["host-cuda"], note))
+        else:
+            figures.append(Figure.not_measured(
+                "ablation wall / timed runtime calls, host-cuda", reason="no CUDA device on this machine",
+                command="python -m bench --only bench_ablation (on a machine with CUDA)", target="ratio <= 1.1"))
+        if phone:
+            figures.append(_device_figure(phone, result.timings[phone], note))
+        else:
+            figures.append(Figure.not_measured(
+                "ablation wall / (runner inference + transfer), phone", reason="no phone connected",
+                command="EMOBENCH_BENCH_PHONE=android:<serial> EMOBENCH_BENCH_RUNNER=<arm64 executor_runner> "
+                        "python -m bench --only bench_ablation", target="ratio <= 1.3"))
+        return figures
+
+
+def _device_figure(name: str, timing, note: str) -> Figure:
+    return ratio_figure(f"ablation wall / (runner inference + transfer), {name}", value=timing.wall_s,
+                        reference=timing.inference_s + timing.transfer_s, unit="s",
+                        reference_label="runner-reported inference + one-time transfer", target_max=1.3,
+                        spread=f"inference {timing.inference_s:.2f} s, transfer {timing.transfer_s:.2f} s", note=note)
+
+
+def _host_figure(name: str, timing, note: str) -> Figure:
+    return ratio_figure(f"ablation wall / timed runtime calls, {name}", value=timing.wall_s,
+                        reference=timing.inference_s, unit="s", reference_label="sum of timed runtime calls",
+                        target_max=1.1, note=note)
 
 
 if __name__ == "__main__":
