@@ -3,6 +3,8 @@
 Both pushes go to the same virtual device in the same run, interleaved: the harness through
 adb-shell over TCP, the reference through the AOSP adb client and an isolated adb server (its own
 HOME and port). Targets: harness push >= 0.8 x adb push; median trivial shell command < 20 ms.
+A phone is measured too (round trip and push MB/s) when ``EMOBENCH_BENCH_PHONE=android:<serial>``
+is set; otherwise those figures are reported as not measured here.
 """
 
 from __future__ import annotations
@@ -84,7 +86,28 @@ def run(*, quick: bool) -> list[Figure]:
                                           spread=verified.spread_ms()))
                 finally:
                     subprocess.run([adb, "kill-server"], env=env, capture_output=True, timeout=30)
+        figures += _phone_figures(payload, size_mb=size_mb, repeats=repeats, quick=quick)
     return figures
+
+
+def _phone_figures(payload: Path, *, size_mb: int, repeats: int, quick: bool) -> list[Figure]:
+    from android_bench.device import connect
+
+    phone = os.environ.get("EMOBENCH_BENCH_PHONE", "").removeprefix("android:")
+    if not phone:
+        how = "EMOBENCH_BENCH_PHONE=android:<serial> python -m bench --only bench_adb"
+        return [Figure.not_measured("phone: trivial shell round trip", reason="no phone connected", command=how,
+                                    target="< 20 ms"),
+                Figure.not_measured("phone: harness push MB/s", reason="no phone connected", command=how)]
+    with connect(phone) as dev:
+        rt = measure(lambda: dev.shell(["true"]), warmup=5, repeats=30 if quick else 100)
+        remote = "/data/local/tmp/emobench-bench.bin"
+        push = measure(lambda: dev.push(payload, remote, verify_sha256=False), warmup=1, repeats=repeats)
+        dev.shell(["rm", "-f", remote], check=False)
+    return [Figure(name=f"phone {phone}: trivial shell round trip", value=rt.median_ms, unit="ms",
+                   target="< 20 ms", met=rt.median_ms < 20, spread=rt.spread_ms()),
+            Figure(name=f"phone {phone}: harness push {size_mb} MB", value=size_mb / push.median_s, unit="MB/s",
+                   spread=push.spread_ms())]
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import BenchmarkError, Figure, interleaved, main, ratio_figure
+from bench.harness import BenchmarkError, Figure, interleaved, main, measure, ratio_figure
 
 
 def _checkpoint(path: Path, arch: str, image_size: int) -> Path:
@@ -71,6 +71,7 @@ def run(*, quick: bool) -> list[Figure]:
             runtimes[a.label] = load_runtime(a.path, a.format, batch_size=a.batch_size)
         timings = interleaved({k: (lambda r=r: r.run(x)) for k, r in runtimes.items()},
                               warmup=3, repeats=5 if quick else 15)
+        cuda_figure = _cuda_eager_figure(checkpoint, x, eager_cpu=timings["eager"], arch=arch, quick=quick)
 
     eager_ms = timings["eager"].median_ms
     figures: list[Figure] = [Figure(name=f"{arch} eager FP32 latency", value=eager_ms, unit="ms",
@@ -99,11 +100,30 @@ def run(*, quick: bool) -> list[Figure]:
         f"fastest INT8 ({best_int8.label})", value=timings[best_int8.label].median_ms,
         reference=timings[best_fp32.label].median_ms, unit="ms", reference_label=f"fastest FP32 ({best_fp32.label})",
         target_max=None if quick else 1.0, spread=timings[best_int8.label].spread_ms()))
+    figures.append(cuda_figure)
     figures.append(Figure(
         name=f"export all {len(manifest.artifacts)} artifacts", value=export_s, unit="s", target="< 90 s",
         met=export_s < 90 if not quick else None,
         note="export + verification of every artifact" + (" (quick: tiny model, no target)" if quick else "")))
     return figures
+
+
+def _cuda_eager_figure(checkpoint: Path, x: np.ndarray, *, eager_cpu, arch: str, quick: bool) -> Figure:
+    """Eager FP32 on the host GPU next to the host CPU: a hardware comparison, labelled as one."""
+    import torch
+
+    from export.runtimes import EagerRuntime
+    from training.checkpoint import load_checkpoint
+
+    name = f"{arch} eager FP32 latency, host-cuda vs host-cpu (different hardware)"
+    if not torch.cuda.is_available():
+        return Figure.not_measured(name, reason="no CUDA device on this machine",
+                                   command="python -m bench --only bench_export (on a machine with CUDA)")
+    gpu = EagerRuntime.from_checkpoint(load_checkpoint(checkpoint), device="cuda")
+    t = measure(lambda: gpu.run(x), warmup=10, repeats=20 if quick else 50)  # .cpu() in run() synchronises
+    return ratio_figure(name, value=t.median_ms, reference=eager_cpu.median_ms, unit="ms",
+                        reference_label="eager FP32 host-cpu", spread=t.spread_ms(),
+                        note="compares a GPU with a CPU, not two models")
 
 
 if __name__ == "__main__":
