@@ -148,6 +148,26 @@ class LiteRuntime:
         return run_in_chunks(self._forward, x, self.batch_size)
 
 
+_executorch_threads: int | None = None
+
+
+def set_executorch_threads(threads: int) -> None:
+    """Size ExecuTorch's process-wide threadpool, only when the size changes.
+
+    The C++ side prints a line on every reset, and a benchmark resets before every call.
+
+    Raises:
+        ImportError / AttributeError / RuntimeError: this executorch build cannot resize its pool.
+    """
+    global _executorch_threads
+    if threads == _executorch_threads:
+        return
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    _unsafe_reset_threadpool(threads)
+    _executorch_threads = threads
+
+
 class ExecuTorchRuntime:
     """A ``.pte`` program in ``executorch.runtime`` (XNNPACK on the CPU)."""
 
@@ -157,9 +177,7 @@ class ExecuTorchRuntime:
 
         _check_device(device, "executorch", cuda_ok=False)
         if threads:
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-            _unsafe_reset_threadpool(int(threads))
+            set_executorch_threads(int(threads))
         self.name, self.device = f"executorch {path.name}", device
         self._program = Runtime.get().load_program(path)
         self._method = self._program.load_method("forward")

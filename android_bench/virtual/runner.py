@@ -198,9 +198,9 @@ def _run(flags: _Flags, ctx: Ctx, logger: _Logger) -> int:  # noqa: C901 - mirro
         threads = flags.cpu_threads if flags.cpu_threads > 0 else state.cpu_count
         logger("I", "threads", f"Resetting threadpool with num threads = {threads}")
         try:
-            from executorch.extension.pybindings import portable_lib
+            from export.runtimes import set_executorch_threads
 
-            portable_lib._unsafe_reset_threadpool(threads)
+            set_executorch_threads(threads)
         except (ImportError, AttributeError, RuntimeError) as exc:  # pragma: no cover - older executorch
             log.debug("cannot reset the ExecuTorch threadpool: %s", exc)
 
