@@ -149,3 +149,28 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, manifest, ti
     exp_cols = "experiment_index, dataset_role, image_ids_json, input_sha256"
     assert _rows(db, run_id, "experiments", exp_cols) == _rows(tmp_path / "clean.db", clean.run_id, "experiments",
                                                                 exp_cols)
+
+
+def test_batch1_export_runs_image_by_image_on_the_device(tmp_path, tiny_sample, virtual_device, adb_key):
+    """The most common pairing: `emobench export` writes batch-1 programs (what a phone app runs) and
+    the ablation's batches hold several images. On a device each image is then its own runner call,
+    the batch latency is their sum, and the predictions still equal host ExecuTorch's."""
+    manifest = build_tiny_export(tmp_path / "batch1", tiny_sample, formats=("executorch",), batch_size=1)
+    target = f"android:{virtual_device.address}"
+    batch = 3
+    plan = build_plan(PlanConfig(manifest=manifest, seen=tiny_sample["rafdb"], unseen=tiny_sample["custom"],
+                                 targets=("host-cpu", target), experiments=2, batch_size=batch, warmup=1,
+                                 repeats=2, threads=1, seed=3, include_eager=False))
+    options = RunOptions(connect=functools.partial(connect, adb_key=adb_key), log_root=tmp_path / "logs")
+    with ResultsStore(tmp_path / "results.db") as store:
+        result = run_ablation(plan, store, options)
+        assert result.status == "complete", result.message
+        for key in ("executorch-fp32", "executorch-int8-dynamic"):
+            host = store.rows(result.run_id, "predictions", target_id="host-cpu", model_key=key)
+            dev = store.rows(result.run_id, "predictions", target_id=target, model_key=key)
+            assert len(host) == len(dev) == 2 * batch
+            assert [(h["image_id"], h["prediction"]) for h in host] == [(d["image_id"], d["prediction"]) for d in dev]
+            assert len(store.rows(result.run_id, "latencies", target_id=target, model_key=key)) == 2 * 2
+    # one runner call per image: the raw logs show `batch` invocations of each model per experiment
+    logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*") if p.is_file())
+    assert logs.count("--model_path") >= 2 * 2 * batch
