@@ -51,6 +51,7 @@ class TrainConfig:
     # data
     data_root: str | None = None
     dataset_kind: str = "auto"
+    skip_bad: bool = False  # skip (and count) undecodable images and bad label lines instead of stopping
     classes: tuple[str, ...] = EMOTIONS
     val_split: str = "auto"  # 'val', 'test', or 'auto': 'val' if the dataset has one, else held out
     val_fraction: float = 0.1  # share of train held out (stratified, seeded) when there is no val split

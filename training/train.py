@@ -226,7 +226,8 @@ def _load_splits(config: TrainConfig, mean, std) -> tuple[_View, _View, _View]:
     train_tf = (TrainTransform(image_size=config.image_size, mean=mean, std=std) if config.augment
                 else EvalTransform(image_size=config.image_size, mean=mean, std=std))
     eval_tf = EvalTransform(image_size=config.image_size, mean=mean, std=std)
-    train_ds = create_dataset(root, kind=kind, split="train", class_names=config.classes)
+    bad = {"skip_bad": config.skip_bad, "verify_images": config.skip_bad}
+    train_ds = create_dataset(root, kind=kind, split="train", class_names=config.classes, **bad)
     train_idx = list(range(len(train_ds)))
     val_ds = None
     val_split = config.val_split
@@ -234,7 +235,8 @@ def _load_splits(config: TrainConfig, mean, std) -> tuple[_View, _View, _View]:
         if kind == "fer2013_csv":
             val_split = "val"
         elif kind in ("fer2013_folder", "rafdb_folder"):
-            probe = create_dataset(root, kind=kind, split="val", class_names=config.classes, allow_empty_classes=True)
+            probe = create_dataset(root, kind=kind, split="val", class_names=config.classes, allow_empty_classes=True,
+                                   **bad)
             val_split = "val" if probe.split == "val" else "holdout"
         else:
             val_split = "holdout"
@@ -246,10 +248,11 @@ def _load_splits(config: TrainConfig, mean, std) -> tuple[_View, _View, _View]:
         log.info("validation: %d images held out of %s's train split (%.0f%%, stratified)", len(val_idx), root,
                  100 * config.val_fraction)
     else:
-        val_ds = create_dataset(root, kind=kind, split=val_split, class_names=config.classes, allow_empty_classes=True)
+        val_ds = create_dataset(root, kind=kind, split=val_split, class_names=config.classes, allow_empty_classes=True,
+                                **bad)
         val_idx = list(range(len(val_ds)))
     test_ds = create_dataset(root, kind=kind, split=config.test_split, class_names=config.classes,
-                             allow_empty_classes=True)
+                             allow_empty_classes=True, **bad)
     test_idx = list(range(len(test_ds)))
     if config.limit_train_images:
         train_idx = [train_idx[i] for i in _stratified([train_ds.samples[j].label for j in train_idx],

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from emobench import cli
 from tests.training._helpers import tiny_config
 from training.checkpoint import CheckpointError, load_checkpoint, load_checkpoint_dict
-from training.datasets import DatasetLayoutError
+from training.datasets import CorruptImageError, DatasetLayoutError
 from training.evaluate import evaluate_checkpoint
 from training.models import PretrainedWeightsError, UnknownArchError, create_model
 from training.train import TrainingError, TrainingPreempted, latest_checkpoint, train
@@ -114,6 +114,20 @@ def test_bad_inputs_get_clear_errors(tiny_sample, tmp_path):
     with pytest.raises(DatasetLayoutError):
         train(tiny_config(tmp_path / "empty", tmp_path))
     assert not (tmp_path / "phase2").exists() or not any((tmp_path / "phase2").iterdir())
+
+
+def test_corrupt_image_stops_training_unless_skip_bad(tiny_sample, tmp_path):
+    import shutil
+
+    root = tmp_path / "rafdb"
+    shutil.copytree(tiny_sample["rafdb"], root)
+    broken = sorted((root / "basic/Image/aligned").glob("train_*_aligned.jpg"))[5]
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    config = dict(limit_train_images=None, limit_eval_images=None, epochs=1)
+    with pytest.raises(CorruptImageError, match=broken.name):
+        train(tiny_config(root, tmp_path / "strict", **config))
+    result = train(tiny_config(root, tmp_path / "lenient", skip_bad=True, **config))
+    assert result.checkpoint_path.is_file()
 
 
 def test_pretrained_weights_offline_fail_fast_with_a_way_forward(monkeypatch, tmp_path):
