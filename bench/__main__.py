@@ -18,6 +18,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from emobench_common.fileio import atomic_write_text
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 _LIBS = ("torch", "executorch", "onnxruntime", "timm", "adb-shell")
@@ -122,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     suffix = "-quick" if args.quick else ""
-    (args.out / f"latest{suffix}.md").write_text(
-        f"# emobench benchmarks ({stamp}{', quick' if args.quick else ''})\n\n" + table
+    atomic_write_text(
+        args.out / f"latest{suffix}.md", f"# emobench benchmarks ({stamp}{', quick' if args.quick else ''})\n\n" + table
     )
-    (args.out / f"latest{suffix}.json").write_text(json.dumps(
+    atomic_write_text(args.out / f"latest{suffix}.json", json.dumps(
         {"generated_at": stamp, "quick": args.quick, "machine": machine_info(), "seconds": timings, "figures": rows},
         indent=2) + "\n")
     missed = [r for r in rows if r["met"] is False]

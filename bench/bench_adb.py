@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.harness import Figure, interleaved, main, measure, ratio_figure
+from bench.harness import BenchmarkError, Figure, interleaved, main, measure, ratio_figure
 
 
 def _free_port() -> int:
@@ -50,6 +50,8 @@ def run(*, quick: bool) -> list[Figure]:
             def harness_push() -> None:
                 dev.push(payload, "/data/local/tmp/h.bin", verify_sha256=False)
 
+            if adb is None and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                raise BenchmarkError("adb is not installed; CI must install it (apt-get install adb)")
             if adb is None:
                 t = measure(harness_push, warmup=1, repeats=repeats)
                 figures.append(Figure(name="harness push (adb-shell)", value=size_mb / t.median_s, unit="MB/s",

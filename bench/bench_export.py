@@ -14,6 +14,7 @@ run of the code path; ExecuTorch lowering alone would take most of the quick bud
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,9 @@ def _checkpoint(path: Path, arch: str, image_size: int) -> Path:
         mean=IMAGENET_MEAN, std=IMAGENET_STD))
 
 
+EXPORT_RUNS = 2
+
+
 def run(*, quick: bool) -> list[Figure]:
     from export.config import ExportConfig
     from export.pipeline import export_all
@@ -54,17 +58,20 @@ def run(*, quick: bool) -> list[Figure]:
             fer_test_per_class=2, custom_per_class=2))
         checkpoint = _checkpoint(tmp_path / "checkpoint.pt", arch, size)
         config = ExportConfig(
-            formats=("torchscript", "onnx") if quick else ("torchscript", "executorch", "onnx"),
+            formats=("torchscript", "executorch", "onnx"),
             precisions=("fp32", "int8"), int8_modes=("dynamic",) if quick else ("dynamic", "static"),
             calibration_data=data["rafdb"], calibration_images=8 if quick else 16,
             eval_data=data["rafdb"], eval_images=4,
         )
-        started = time.perf_counter()
-        manifest = export_all(checkpoint, tmp_path / "export", config)
-        export_s = time.perf_counter() - started
-        if manifest.failures:
-            raise BenchmarkError("export failed: " + "; ".join(f"{f.format} {f.precision}: {f.error}"
-                                                               for f in manifest.failures))
+        export_runs_s = []
+        for attempt in range(EXPORT_RUNS):  # the whole export, a one-off job, timed twice from cold
+            started = time.perf_counter()
+            manifest = export_all(checkpoint, tmp_path / f"export-{attempt}", config)
+            export_runs_s.append(time.perf_counter() - started)
+            if manifest.failures:
+                raise BenchmarkError("export failed: " + "; ".join(f"{f.format} {f.precision}: {f.error}"
+                                                                   for f in manifest.failures))
+        export_s = statistics.median(export_runs_s)
         x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
         runtimes = {"eager": EagerRuntime.from_checkpoint(load_checkpoint(checkpoint))}
         for a in manifest.artifacts:
@@ -104,7 +111,9 @@ def run(*, quick: bool) -> list[Figure]:
     figures.append(Figure(
         name=f"export all {len(manifest.artifacts)} artifacts", value=export_s, unit="s", target="< 90 s",
         met=export_s < 90 if not quick else None,
-        note="export + verification of every artifact" + (" (quick: tiny model, no target)" if quick else "")))
+        spread="runs: " + ", ".join(f"{v:.1f} s" for v in sorted(export_runs_s)),
+        note=f"export + verification of every artifact, median of {EXPORT_RUNS} runs"
+        + (" (quick: tiny model, no target)" if quick else "")))
     return figures
 
 

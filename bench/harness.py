@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -102,7 +103,10 @@ def ratio_figure(name: str, *, value: float, reference: float, unit: str, refere
                  target_max: float | None = None, target_min: float | None = None, spread: str = "",
                  note: str = "") -> Figure:
     """A figure whose ratio is value/reference, checked against ``target_max`` or ``target_min``."""
-    ratio = value / reference if reference else float("inf")
+    if not (math.isfinite(value) and math.isfinite(reference)) or reference <= 0 or value < 0:
+        raise BenchmarkError(f"{name}: cannot form a ratio of {value!r} over {reference!r} {unit}; "
+                             "the measurement failed")
+    ratio = value / reference
     if target_max is not None:
         target, met = f"ratio <= {target_max:g}", ratio <= target_max
     elif target_min is not None:

@@ -47,3 +47,11 @@ def test_every_benchmark_runs_quick(tmp_path):
     for row in data["figures"]:
         assert row["name"] != "FAILED", row
         assert row["value"] is not None or "not measured here" in row["note"], row
+
+
+def test_a_ratio_that_cannot_be_formed_fails_loudly():
+    from bench.harness import BenchmarkError
+
+    for value, reference in ((1.0, 0.0), (float("nan"), 1.0), (1.0, float("inf"))):
+        with pytest.raises(BenchmarkError, match="cannot form a ratio"):
+            ratio_figure("x", value=value, reference=reference, unit="ms", reference_label="ref", target_max=1)
