@@ -108,8 +108,10 @@ def _train_options(fn):
 def _resolve(phase: str, config_path, overrides, options) -> object:
     from training.config import load_config, parse_overrides
 
-    explicit = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
-    return load_config(config_path, {**explicit, **parse_overrides(overrides)}, phase=phase if config_path is None else None)
+    # options the user did not give are None and never override the file; `--set key=null` does
+    explicit = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+    return load_config(config_path, {**explicit, **parse_overrides(overrides)}, keep_none=True,
+                       phase=phase if config_path is None else None)
 
 
 def _run_training(fn):

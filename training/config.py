@@ -260,13 +260,14 @@ def load_config(
     overrides: Mapping[str, Any] | Iterable[str] = (),
     *,
     phase: str | None = None,
+    keep_none: bool = False,
 ) -> TrainConfig:
     """Read a YAML config (or the packaged one of ``phase``), apply overrides, validate.
 
     Args:
         path: a YAML file; default ``training/configs/<phase>.yaml``.
-        overrides: ``{"epochs": 3}`` or ``["epochs=3"]``; values ``None`` are dropped (an option the
-            user did not give never overrides the file).
+        overrides: ``{"epochs": 3}`` or ``["epochs=3"]``; in a mapping, values ``None`` are dropped (an
+            option the user did not give never overrides the file) unless ``keep_none``.
         phase: which packaged defaults to start from when ``path`` is None.
 
     Raises:
@@ -279,7 +280,7 @@ def load_config(
         if key not in FIELD_NAMES:
             raise _unknown_key(key, f"{path}, line {lines.get(key, '?')}")
     if isinstance(overrides, Mapping):
-        overrides = {k: v for k, v in overrides.items() if v is not None}
+        overrides = {k: v for k, v in overrides.items() if keep_none or v is not None}
     else:
         overrides = parse_overrides(overrides)  # an explicit --set key=null does clear a field
     data = {**data, **overrides}

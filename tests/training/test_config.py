@@ -60,3 +60,17 @@ def test_bad_values_are_refused(override, message):
 def test_replace_checks_like_overrides():
     with pytest.raises(ConfigError, match="batch_size must be positive"):
         TrainConfig().replace(batch_size=0)
+
+
+def test_cli_set_null_clears_a_field_and_absent_options_keep_the_file():
+    """Regression: `--set early_stopping_patience=null` was dropped, so early stopping could not be
+    switched off from the command line."""
+    from click.testing import CliRunner
+
+    from emobench import cli
+
+    result = CliRunner().invoke(cli, ["train", "phase2", "--dry-run", "--set", "early_stopping_patience=null",
+                                      "--set", "grad_clip_norm=null", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert "early_stopping_patience: null" in result.output and "grad_clip_norm: null" in result.output
+    assert "epochs: 3" in result.output and "lr: 0.0005" in result.output  # untouched file values stay

@@ -1,11 +1,15 @@
-"""A real single-node Slurm runs the unmodified Phase 1 array script; the selection table comes out.
+"""A real single-node Slurm runs the unmodified job scripts (environment variables only).
 
-The cluster (munged, slurmctld, slurmd) is started by scripts/slurm/local-cluster.sh in a temp folder
-on free ports and stopped by pid, even when the test fails.
+- the Phase 1 array script trains all five architectures and the selection table comes out;
+- the Phase 2 script, sent Slurm's warning signal, checkpoints, requeues itself and resumes.
+
+One cluster (munged, slurmctld, slurmd) serves the module: scripts/slurm/local-cluster.sh starts it in a
+temp folder on free ports and it is stopped by pid, even when a test fails.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -15,14 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import require_tool
+from training.checkpoint import load_checkpoint, load_checkpoint_dict
 from training.models import PHASE1_ARCHS
 from training.select import select_best
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "slurm" / "local-cluster.sh"
 PHASE1_SCRIPT = REPO / "training" / "slurm" / "train.emotion_phase1.slurm"
+PHASE2_SCRIPT = REPO / "training" / "slurm" / "train.emotion_phase2.slurm"
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
@@ -32,11 +39,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def slurm_cluster(tmp_path):
-    for tool in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol"):
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """One cluster for every test of this module; yields its slurm.conf (jobcomp.txt lies next to it)."""
+    for tool in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel"):
         require_tool(tool)
-    state = tmp_path / "slurm"
+    state = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "SLURM_CPUS": "2", "SLURMCTLD_PORT": str(_free_port()), "SLURMD_PORT": str(_free_port())}
     try:
         started = subprocess.run(["bash", str(CLUSTER), "start", str(state)], env=env, capture_output=True,
@@ -45,7 +53,7 @@ def slurm_cluster(tmp_path):
         yield state / "slurm.conf"
     finally:
         subprocess.run(["bash", str(CLUSTER), "stop", str(state)], env=env, capture_output=True, timeout=60)
-        for name in ("slurmd", "slurmctld", "munged"):  # belt and braces: nothing may outlive the test
+        for name in ("slurmd", "slurmctld", "munged"):  # belt and braces: nothing may outlive the tests
             pid_file = state / f"{name}.pid"
             if pid_file.is_file() and pid_file.read_text().strip().isdigit():
                 try:
@@ -54,21 +62,49 @@ def slurm_cluster(tmp_path):
                     pass
 
 
-def test_phase1_array_trains_all_five_and_selects(slurm_cluster, tiny_sample, tmp_path):
-    out = tmp_path / "runs"
-    env = {
-        **os.environ, "SLURM_CONF": str(slurm_cluster), "DATA_DIR": str(tiny_sample["fer2013"]), "OUT_DIR": str(out),
-        "PARTITION": "debug", "CPUS_PER_TASK": "1", "GPUS_PER_TASK": "0",
-        "EMOBENCH": str(Path(sys.executable).with_name("emobench")), "PYTHONPATH": str(REPO),
-        # Tiny settings: 1 epoch at 32 px on 12 images, no pretrained weights (no internet here).
-        "EPOCHS": "1", "IMAGE_SIZE": "32", "LIMIT_TRAIN_IMAGES": "12", "WORKERS": "0", "PRETRAINED": "false",
-        "EXTRA_ARGS": "--set limit_eval_images=12 --set tensorboard=false --batch-size 6",
+def _jobcomp(conf: Path) -> str:
+    path = conf.parent / "jobcomp.txt"
+    return path.read_text() if path.is_file() else ""
+
+
+def _job_env(conf: Path, data_dir: Path, out: Path, **extra: str) -> dict[str, str]:
+    """The environment a user would set to submit a job script to the local cluster (tiny CPU settings)."""
+    return {
+        **os.environ, "SLURM_CONF": str(conf), "DATA_DIR": str(data_dir), "OUT_DIR": str(out),
+        "PARTITION": "debug", "CPUS_PER_TASK": "1", "EMOBENCH": str(Path(sys.executable).with_name("emobench")),
+        "PYTHONPATH": str(REPO), "IMAGE_SIZE": "32", "WORKERS": "0", "PRETRAINED": "false", **extra,
     }
-    submitted = subprocess.run(["bash", str(PHASE1_SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                               timeout=60)
+
+
+def _submit(script: Path, env: dict[str, str], cwd: Path) -> str:
+    submitted = subprocess.run(["bash", str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     job_id = submitted.stdout.strip().split(";")[0]
     assert job_id.isdigit(), submitted.stdout
+    return job_id
+
+
+def _job_field(job_id: str, env: dict[str, str], field: str) -> str:
+    shown = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
+    match = re.search(rf"\b{field}=(\S+)", shown)
+    return match.group(1) if match else ""
+
+
+def _wait_until(predicate, timeout_s: float, what: str, details=lambda: "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{details()}")
+        time.sleep(0.2)
+
+
+def test_phase1_array_trains_all_five_and_selects(slurm_cluster, tiny_sample, tmp_path):
+    out = tmp_path / "runs"
+    # Tiny settings: 1 epoch at 32 px on 12 images, no pretrained weights (no internet here).
+    env = _job_env(slurm_cluster, tiny_sample["fer2013"], out, GPUS_PER_TASK="0", EPOCHS="1",
+                   LIMIT_TRAIN_IMAGES="12", EXTRA_ARGS="--set limit_eval_images=12 --set tensorboard=false --batch-size 6")
+    jobcomp_before = len(_jobcomp(slurm_cluster))
+    job_id = _submit(PHASE1_SCRIPT, env, tmp_path)
 
     deadline = time.monotonic() + 170
     while time.monotonic() < deadline:
@@ -80,7 +116,7 @@ def test_phase1_array_trains_all_five_and_selects(slurm_cluster, tiny_sample, tm
     log_text = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in logs)
     assert not queued.strip(), f"array job still queued/running after the deadline\n{log_text}"
 
-    jobcomp = (slurm_cluster.parent / "jobcomp.txt").read_text()
+    jobcomp = _jobcomp(slurm_cluster)[jobcomp_before:]
     states = re.findall(r"JobState=(\w+).*?ExitCode=(\d+:\d+)", jobcomp)
     assert len(states) == 5 and all(s == ("COMPLETED", "0:0") for s in states), f"{jobcomp}\n{log_text}"
     assert len(logs) == 5  # one log per array task
@@ -93,3 +129,83 @@ def test_phase1_array_trains_all_five_and_selects(slurm_cluster, tiny_sample, tm
     assert selection.winner["arch"] in PHASE1_ARCHS and len(selection.rows) == 5
     assert f"Winner: **{selection.winner['arch']}**" in selection.markdown_path.read_text()
     assert selection.csv_path.read_text().count("\n") == 6 and selection.png_path.stat().st_size > 1000
+
+
+def test_phase2_preempted_by_warning_signal_requeues_and_resumes(slurm_cluster, tiny_sample, tmp_path):
+    """Slurm's warning signal reaches the batch shell only; the script forwards it, the trainer saves its
+    state and exits 75, the script requeues the job, and the second start resumes where the first stopped."""
+    epochs = 20  # ~0.2 s each here: the run is still training long after the first epoch's last.pt appears
+    out = tmp_path / "runs"
+    extra = ("--arch test_efficientnet --batch-size 8 --set tensorboard=false --set progress=false "
+             "--set early_stopping_patience=1000")  # every epoch runs: the history's length is known
+    env = _job_env(slurm_cluster, tiny_sample["rafdb"], out, GPUS="0", EPOCHS=str(epochs), EXTRA_ARGS=extra)
+    # The same training, uninterrupted and outside Slurm (one thread, as the job's OMP_NUM_THREADS), for reference.
+    reference = subprocess.Popen(
+        [env["EMOBENCH"], "train", "phase2", "--data", env["DATA_DIR"], "--out", str(tmp_path / "reference"),
+         "--run-name", "ref", "--epochs", str(epochs), "--image-size", "32", "--workers", "0", "--no-pretrained",
+         *extra.split()], env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    jobcomp_before = len(_jobcomp(slurm_cluster))
+    job_id = _submit(PHASE2_SCRIPT, env, tmp_path)
+    run_dir = out / "phase2" / f"slurm{job_id}-test_efficientnet"
+    log_path = out / "logs" / f"phase2-{job_id}.log"
+
+    def log_text() -> str:
+        return log_path.read_text() if log_path.is_file() else "(no log yet)"
+
+    # 1. Running, with a finished epoch on disk.
+    _wait_until(lambda: _job_field(job_id, env, "JobState") == "RUNNING" and (run_dir / "last.pt").is_file(),
+                60, "the job to run and write last.pt", log_text)
+    # 2. The warning the way Slurm sends it for --signal=B:USR1@120: to the batch shell only.
+    signalled = subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=env, capture_output=True,
+                               text=True)
+    assert signalled.returncode == 0, signalled.stderr
+    # 3. Saved, exit 75, requeued (pending again, one restart counted).
+    _wait_until(lambda: _job_field(job_id, env, "Restarts") == "1" and _job_field(job_id, env, "JobState") == "PENDING",
+                60, "the job to be requeued", log_text)
+    first = log_text()
+    assert "received SIGUSR1" in first, f"the batch shell did not forward the signal to the trainer\n{first}"
+    stopped = re.search(r"Preempted: stopped by a signal at epoch (\d+), step (\d+)", first)
+    assert stopped, first
+    assert "trainer saved its state (exit 75): requeueing job" in first, first
+    stop_epoch, stop_step = int(stopped.group(1)), int(stopped.group(2))
+    assert 1 < stop_epoch < epochs, first  # stopped mid-run, after the first epoch
+    saved = load_checkpoint_dict(run_dir / "last.pt")
+    assert (saved["epoch"], saved["step_in_epoch"], saved["finished"]) == (stop_epoch - 1, stop_step, False)
+    assert [row["epoch"] for row in saved["history"]] == list(range(1, stop_epoch))
+
+    # Slurm keeps a requeued job pending for about two minutes (EligibleTime); shorten that to a few
+    # seconds. Not to zero: slurmd revokes the first start's credential with one-second resolution, and
+    # a restart within the same second is refused ("Job credential revoked").
+    released = subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+3"], env=env,
+                              capture_output=True, text=True)
+    assert released.returncode == 0, released.stderr
+    _wait_until(lambda: _job_field(job_id, env, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"),
+                90, "the requeued job to end", log_text)
+    assert _job_field(job_id, env, "JobState") == "COMPLETED", log_text()
+
+    # 4. The second start resumed where the first stopped, and finished the run.
+    second = log_text()[len(first):]
+    assert f"resuming {run_dir} at epoch {stop_epoch}, step {stop_step}" in second, second
+    assert "starting a new one" not in second and "finished with exit code 0" in second, second
+    assert _job_field(job_id, env, "Restarts") == "1" and _job_field(job_id, env, "ExitCode") == "0:0"
+    records = re.findall(rf"JobId={job_id} .*?JobState=(\w+)", _jobcomp(slurm_cluster)[jobcomp_before:])
+    assert records == ["PENDING", "COMPLETED"], records  # the requeued start, then the finished one
+
+    # 5. One run folder, its history continuous across the restart.
+    assert sorted(p.name for p in (out / "phase2").iterdir()) == ["latest", run_dir.name]
+    final = load_checkpoint(run_dir / "checkpoint.pt")
+    assert [row["epoch"] for row in final.raw["history"]] == list(range(1, epochs + 1))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["history"]] == list(range(1, epochs + 1))
+    assert metrics["epochs_run"] == epochs and not metrics["stopped_early"]
+
+    # 6. Resuming mid-epoch in a new process continued the very same computation as the uninterrupted run.
+    reference_log = reference.communicate(timeout=120)[0]
+    assert reference.returncode == 0, reference_log
+    ref_dir = tmp_path / "reference" / "phase2" / "ref-test_efficientnet"
+    ref_metrics = json.loads((ref_dir / "metrics.json").read_text())
+    assert [r["train_loss"] for r in metrics["history"]] == [r["train_loss"] for r in ref_metrics["history"]]
+    ref_state = load_checkpoint(ref_dir / "checkpoint.pt").model_state
+    assert ref_state.keys() == final.model_state.keys()
+    assert all(torch.equal(ref_state[k], final.model_state[k]) for k in ref_state), "weights differ from the reference"
