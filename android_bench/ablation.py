@@ -17,6 +17,7 @@ stops the run, which stays ``incomplete`` for ``--resume``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import signal
 import threading
@@ -306,11 +307,16 @@ def _recover(session, run_id: str, exc, emit: Callable[[ProgressEvent], None], w
 
 
 def _cooldown(plan: AblationPlan, session) -> float:
-    """Wait until the target's hottest CPU zone (or any zone) is below the plan's temperature."""
+    """Wait until the target's hottest CPU zone (or any zone) is below the plan's temperature.
+
+    Returns:
+        The seconds waited: 0 when the first reading is already below, at most about
+        ``cooldown_timeout_s`` (then a warning is logged and the experiment goes on anyway).
+    """
     if plan.cooldown_temp_c is None:
         return 0.0
     t0 = time.perf_counter()
-    while True:
+    for poll in itertools.count():
         temps = session.telemetry().temperatures_c
         cpu = {k: v for k, v in temps.items() if "cpu" in k.lower()} or temps
         hottest = max(cpu.values()) if cpu else None
@@ -319,7 +325,7 @@ def _cooldown(plan: AblationPlan, session) -> float:
             return 0.0
         waited = time.perf_counter() - t0
         if hottest < plan.cooldown_temp_c:
-            return waited
+            return waited if poll else 0.0
         if waited >= plan.cooldown_timeout_s:
             log.warning("%s still at %.1f C after %.0f s of cooldown; going on", session.target.spec, hottest, waited)
             return waited

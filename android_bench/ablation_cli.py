@@ -10,6 +10,24 @@ DEFAULT_DB = Path("results") / "emobench.db"
 
 _path = click.Path(path_type=Path)
 _existing = click.Path(exists=True, path_type=Path)
+_KEY_OPTION = click.option("--adb-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                           help="Private adb key for Android targets (default ~/.android/adbkey).")
+
+# The options that make up the plan (what is measured): with --resume they come from the stored run.
+_PLAN_PARAMS = ("seen", "unseen", "targets", "experiments", "batch_size", "repeats", "warmup", "threads", "affinity",
+                "cooldown_temp", "cooldown_timeout", "seed", "seen_split", "unseen_split", "models", "no_eager",
+                "allow_reuse")
+
+
+def _connect_with(adb_key: Path | None):
+    """A ``connect`` for RunOptions/measure_latency that uses ``adb_key`` (None: the default key)."""
+    if adb_key is None:
+        return None
+    import functools
+
+    from android_bench.device import connect
+
+    return functools.partial(connect, adb_key=adb_key)
 
 
 @click.command("ablation")
@@ -40,17 +58,32 @@ _existing = click.Path(exists=True, path_type=Path)
 @click.option("--allow-reuse", is_flag=True, help="Reuse images once a dataset is exhausted.")
 @click.option("--label", default="", help="Free-text label stored with the run.")
 @click.option("--no-logits", is_flag=True, help="Do not store per-image logits.")
-def ablation(manifest, seen, unseen, targets, experiments, batch_size, repeats, warmup, threads, affinity,
+@_KEY_OPTION
+@click.pass_context
+def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repeats, warmup, threads, affinity,
              cooldown_temp, cooldown_timeout, runner, runner_log, runner_timeout, db, resume_run, seed, seen_split,
-             unseen_split, models, no_eager, allow_reuse, label, no_logits) -> None:
-    """Run the FP32-vs-INT8 ablation on every target, on the same images, into the results database."""
-    from android_bench.ablation import RunOptions, resume_ablation, run_ablation
+             unseen_split, models, no_eager, allow_reuse, label, no_logits, adb_key) -> None:
+    """Run the FP32-vs-INT8 ablation on every target, on the same images, into the results database.
+
+    With --resume RUN the plan comes from the stored run: plan options (--target, --experiments, ...)
+    are refused unless --manifest restates the whole plan, which must then equal the stored one.
+    """
+    from android_bench.ablation import ResumeError, RunOptions, resume_ablation, run_ablation
     from android_bench.plan import PlanConfig, PlanError, build_plan
     from device_results.store import ResultsStore
     from device_results.summary import format_summary, summarize_run
 
+    if resume_run is not None and manifest is None:
+        given = [p for p in _PLAN_PARAMS
+                 if ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)]
+        if given:
+            opts = {o.name: o.opts[0] for o in ctx.command.params}
+            names = ", ".join(opts[p] for p in given)
+            raise ResumeError(f"--resume {resume_run} takes its plan from the stored run; {names} would be ignored",
+                              hint="resume with only --resume RUN (and --db, --runner, --adb-key ...), or restate "
+                                   "the whole plan with --manifest to have it checked against the stored one")
     options = RunOptions(runner=runner, log_form=runner_log, runner_timeout_s=runner_timeout,
-                         store_logits=not no_logits, label=label)
+                         store_logits=not no_logits, label=label, connect=_connect_with(adb_key))
     plan = None
     if manifest is not None:
         plan = build_plan(PlanConfig(
@@ -117,14 +150,16 @@ class _Progress:
 @click.option("--runner", type=_existing, default=None, help="Android executor_runner to push.")
 @click.option("--no-eager", is_flag=True, help="Leave out the eager FP32 model.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def latency(manifest, targets, runs, warmup, threads, affinity, runner, no_eager, as_json) -> None:
+@_KEY_OPTION
+def latency(manifest, targets, runs, warmup, threads, affinity, runner, no_eager, as_json, adb_key) -> None:
     """Quick latency table: each artifact N times on one input (avg/min/max/median/p90 ms, size MB)."""
     import json as _json
 
     from android_bench.latency import format_latency_table, measure_latency
 
     rows = measure_latency(manifest, tuple(targets) or ("host-cpu",), runs=runs, warmup=warmup, threads=threads,
-                           affinity=affinity, runner=runner, include_eager=not no_eager)
+                           affinity=affinity, runner=runner, include_eager=not no_eager,
+                           connect=_connect_with(adb_key))
     if as_json:
         click.echo(_json.dumps([r.to_dict() for r in rows], indent=2))
     else:

@@ -384,7 +384,14 @@ class AndroidSession:
             if not self.runner_local.is_file():
                 raise TargetError(f"--runner {self.runner_local} does not exist", hint=BUILD_RUNNER_HINT)
             abi = elf_machine(self.runner_local)
-            if abis and abi not in abis:
+            if not abis:
+                raise TargetError(f"{self.target.spec} reports no CPU ABI (ro.product.cpu.abilist and "
+                                  f"ro.product.cpu.abi are empty), so --runner {self.runner_local} ({abi}) cannot "
+                                  "be checked against it",
+                                  hint=f"check `adb shell getprop ro.product.cpu.abilist` on the device; {abi} "
+                                       f"must be one of its ABIs. Without --runner the device's own "
+                                       f"{DEFAULT_DEVICE_RUNNER} is used")
+            if abi not in abis:
                 raise TargetError(f"{self.runner_local} is built for {abi}, but {self.target.spec} runs "
                                   f"{', '.join(abis)}", hint=BUILD_RUNNER_HINT)
             self.remote_runner = f"{DEVICE_BASE_DIR}/bin/executor_runner"

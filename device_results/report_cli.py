@@ -121,11 +121,25 @@ class _DemoDisplay:
 @click.option("--fresh", is_flag=True, help="Redo every stage instead of reusing finished ones.")
 @click.option("--quick", is_flag=True, help="Smallest settings (tiny model and data, 4 experiments): a smoke test.")
 @click.option("--no-virtual-device", is_flag=True, help="Do not start the virtual Android device.")
-def demo(out_dir: Path, devices: tuple[str, ...], fresh: bool, quick: bool, no_virtual_device: bool) -> None:
-    """Run the whole mission on the built-in sample: data, training, evaluation, export, ablation, report."""
-    from device_results.demo import DemoConfig, run_demo
+@click.option("--adb-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Private adb key for the --device phones (default ~/.android/adbkey).")
+@click.option("--runner", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Android build of ExecuTorch's executor_runner to push to the --device phones.")
+@click.option("--min-accuracy", type=click.FloatRange(0.0, None), default=None,
+              help="The bar on the seen test accuracy, a fraction (default 0.40; 0 with --quick). "
+                   "Below it the demo exits 1.")
+def demo(out_dir: Path, devices: tuple[str, ...], fresh: bool, quick: bool, no_virtual_device: bool,
+         adb_key: Path | None, runner: Path | None, min_accuracy: float | None) -> None:
+    """Run the whole mission on the built-in sample: data, training, evaluation, export, ablation, report.
 
-    changes = {"devices": devices, "fresh": fresh, "use_virtual_device": not no_virtual_device}
+    Exits 1 (after printing the report's path) when the seen test accuracy is below the demo's bar.
+    """
+    from device_results.demo import DemoConfig, DemoError, run_demo
+
+    changes = {"devices": devices, "fresh": fresh, "use_virtual_device": not no_virtual_device,
+               "adb_key": adb_key, "runner": runner}
+    if min_accuracy is not None:
+        changes["min_test_accuracy"] = min_accuracy
     cfg = DemoConfig.quick_config(out_dir, **changes) if quick else DemoConfig(out_dir=out_dir, **changes)
     display = _DemoDisplay()
     try:
@@ -148,6 +162,10 @@ def demo(out_dir: Path, devices: tuple[str, ...], fresh: bool, quick: bool, no_v
     console.print(f"Total {sum(result.seconds_by_stage.values()):.0f} s"
                   + (f" (reused: {', '.join(result.reused)})" if result.reused else ""), highlight=False)
     click.echo(f"Report: {result.report_html}")
+    if not result.accuracy_ok:
+        raise DemoError(f"seen test accuracy {result.test_accuracy:.1%} is below the demo's bar "
+                        f"{cfg.min_test_accuracy:.1%}",
+                        hint="train longer (the full demo rather than --quick) or lower the bar with --min-accuracy")
 
 
 COMMANDS = [report, demo]

@@ -61,6 +61,22 @@ def test_demo_cli_prints_summary_and_report_path(quick_demo):
     assert "median ms/image" in out.output and "Seen test accuracy" in out.output
 
 
+def test_demo_below_the_accuracy_bar_exits_1_after_the_report(quick_demo):
+    cfg, result, _ = quick_demo
+    args = ["demo", "--quick", "--out", str(cfg.out_dir)]
+    out = CliRunner().invoke(cli, [*args, "--min-accuracy", "1.01"])  # no model can reach it
+    assert out.exit_code == 1, out.output
+    assert "Report: " in out.output and "report.html" in out.output  # the user still gets the report
+    assert f"Error: seen test accuracy {result.test_accuracy:.1%} is below the demo's bar 101.0%" in out.output
+    assert out.output.index("Report: ") < out.output.index("Error: ")
+    # the bar is judged anew on a reused evaluation: with bar 0 the same stages pass
+    ok = CliRunner().invoke(cli, [*args, "--min-accuracy", "0"])
+    assert ok.exit_code == 0, ok.output
+    assert "Error:" not in ok.output
+    low = run_demo(replace(cfg, min_test_accuracy=1.01))
+    assert not low.accuracy_ok and low.reused == STAGES
+
+
 def test_rerun_reuses_finished_stages(quick_demo):
     cfg, first, _ = quick_demo
     events = []

@@ -63,6 +63,9 @@ class FaultPlan:
             with "No space left on device").
         runner_fault: ``"crash"`` (the runner dies with SIGSEGV, status 139, after loading the model)
             or ``"hang"`` (it never returns until the connection closes).
+        temperatures_c: make every thermal zone read these temperatures (deg C) in turn: the k-th read
+            of a zone's ``temp`` file since the plan was set gives the k-th value, the last one repeating
+            (e.g. ``(80, 80, 30)``: hot for two readings, then cooled down). Empty: the normal readings.
     """
 
     close_after_bytes: int | None = None
@@ -70,6 +73,7 @@ class FaultPlan:
     reply_delay_s: float = 0.0
     storage_free_bytes: int | None = None
     runner_fault: str | None = None
+    temperatures_c: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.runner_fault not in (None, "crash", "hang"):
@@ -137,6 +141,8 @@ class DeviceState:
         self.profile = profile
         self.runner_logging = runner_logging
         self.faults = faults
+        self._temp_reads_plan: FaultPlan | None = None
+        self._temp_reads: dict[str, int] = {}
         self.logcat = LogBuffer()
         self.machine = platform.machine()
         self.kernel_release = platform.release() + "-emobench-virtual"
@@ -177,14 +183,15 @@ class DeviceState:
                                            else (lambda v=fallback: (v + "\n").encode()))
         if thermal_source == "host":
             for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
-                for leaf in ("type", "temp"):
-                    files[f"/sys/class/thermal/{zone.name}/{leaf}"] = host_or(str(zone / leaf), "")
+                files[f"/sys/class/thermal/{zone.name}/type"] = host_or(str(zone / "type"), "")
+                files[f"/sys/class/thermal/{zone.name}/temp"] = self._fault_temp_or(
+                    zone.name, host_or(str(zone / "temp"), ""))
         else:
             for i, zone in enumerate(self.profile.thermal_zones):
                 files[f"/sys/class/thermal/thermal_zone{i}/type"] = (
                     lambda z=zone: (str(z.get("type", "virtual")) + "\n").encode())
-                files[f"/sys/class/thermal/thermal_zone{i}/temp"] = (
-                    lambda z=zone: f"{int(z.get('temp_millic', 35000))}\n".encode())
+                files[f"/sys/class/thermal/thermal_zone{i}/temp"] = self._fault_temp_or(
+                    f"thermal_zone{i}", lambda z=zone: f"{int(z.get('temp_millic', 35000))}\n".encode())
         battery = self.profile.battery
         files["/sys/class/power_supply/battery/capacity"] = lambda: f"{int(battery.get('level', 100))}\n".encode()
         files["/sys/class/power_supply/battery/temp"] = (
@@ -195,6 +202,22 @@ class DeviceState:
         files["/proc/loadavg"] = host_or("/proc/loadavg", "0.00 0.00 0.00 1/100 1")
         files[SH] = lambda: b""
         return files
+
+    def _fault_temp_or(self, zone: str, normal: Callable[[], bytes]) -> Callable[[], bytes]:
+        """A zone's temp file: the fault plan's temperatures in turn when it has any, else ``normal``."""
+
+        def read() -> bytes:
+            plan = self.faults
+            temps = plan.temperatures_c
+            if not temps:
+                return normal()
+            if self._temp_reads_plan is not plan:  # a new plan starts its sequence again
+                self._temp_reads_plan, self._temp_reads = plan, {}
+            k = self._temp_reads.get(zone, 0)
+            self._temp_reads[zone] = k + 1
+            return f"{round(temps[min(k, len(temps) - 1)] * 1000)}\n".encode()
+
+        return read
 
     # -- storage
     def storage_free_bytes(self) -> int:

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from android_bench.ablation import ResumeError, RunOptions, resume_ablation, run_ablation
 from android_bench.device import connect
 from android_bench.plan import PlanConfig, build_plan
+from android_bench.virtual import FaultPlan, VirtualDevice
 from device_results.store import ResultsStore
+from emobench import cli
 from tests.device_results.tiny_export import EXPORT_BATCH, build_tiny_export
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,3 +179,115 @@ def test_batch1_export_runs_image_by_image_on_the_device(tmp_path, tiny_sample, 
     # one runner call per image: the raw logs show `batch` invocations of each model per experiment
     logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*") if p.is_file())
     assert logs.count("--model_path") >= 2 * 2 * batch
+
+
+# --- resume refusals, cooldown ----------------------------------------------------------------------
+
+_FAST = ("executorch-fp32",)
+
+
+def _small_config(manifest: Path, sample: dict, targets: tuple[str, ...] = ("host-cpu",), **changes) -> PlanConfig:
+    return replace(_config(manifest, sample, targets), **{"experiments": 4, "models": _FAST, **changes})
+
+
+def _stop_after(n: int):
+    """A progress callback that interrupts the run (like Ctrl-C) once ``n`` experiments are stored."""
+    def progress(event) -> None:
+        if event.kind == "experiment" and event.done >= n:
+            raise KeyboardInterrupt("test stop")
+    return progress
+
+
+def _interrupted_run(store: ResultsStore, plan, options: RunOptions = RunOptions()) -> str:
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(plan, store, options, progress=_stop_after(2))
+    run = store.get_run(store.resolve_run_id("latest"))
+    assert run.status == "incomplete" and store.counts(run.run_id)["target_experiments"] == 2
+    return run.run_id
+
+
+def test_resume_with_a_changed_plan_is_refused(tmp_path, manifest, tiny_sample):
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        run_id = _interrupted_run(store, build_plan(_small_config(manifest, tiny_sample)))
+        changed = build_plan(_small_config(manifest, tiny_sample, seed=8))
+        with pytest.raises(ResumeError, match=r"different plan \(differs in: .*(seed|experiments)"):
+            resume_ablation(store, run_id, plan=changed)
+    # the same through the CLI, restating the plan with another experiment count
+    args = ["ablation", "--manifest", str(manifest), "--seen", str(tiny_sample["rafdb"]), "--unseen",
+            str(tiny_sample["custom"]), "--experiments", "6", "--batch-size", str(EXPORT_BATCH), "--warmup", "1",
+            "--repeats", "1", "--threads", "1", "--seed", "7", "--model", _FAST[0], "--db", str(db),
+            "--resume", run_id]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 1, out.output
+    assert f"run {run_id} was started with a different plan" in out.output and "experiments" in out.output
+    with ResultsStore(db) as store:  # nothing ran: still 2 of 4, still resumable
+        assert store.get_run(run_id).status == "incomplete"
+        assert store.counts(run_id)["target_experiments"] == 2
+
+
+def test_resume_with_plan_options_but_no_manifest_is_refused(tmp_path, manifest, tiny_sample):
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        run_id = _interrupted_run(store, build_plan(_small_config(manifest, tiny_sample)))
+    out = CliRunner().invoke(cli, ["ablation", "--resume", run_id, "--db", str(db), "--target", "host-cuda",
+                                   "--experiments", "10"])
+    assert out.exit_code == 1, out.output
+    assert "--target, --experiments would be ignored" in out.output and "--manifest" in out.output
+    with ResultsStore(db) as store:
+        assert store.counts(run_id)["target_experiments"] == 2
+    # options that say how to run (not what) are fine; the run then completes
+    ok = CliRunner().invoke(cli, ["ablation", "--resume", run_id, "--db", str(db), "--label", "again"])
+    assert ok.exit_code == 0, ok.output
+    assert f"run {run_id}: complete" in ok.output
+
+
+def test_resume_after_an_artifact_changed_is_refused(tmp_path, manifest, tiny_sample):
+    export = shutil.copytree(manifest.parent, tmp_path / "export")
+    plan = build_plan(_small_config(export / manifest.name, tiny_sample))
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id = _interrupted_run(store, plan)
+        artifact = plan.model_path(plan.model(_FAST[0]))
+        assert artifact.is_relative_to(export)
+        data = bytearray(artifact.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        artifact.write_bytes(bytes(data))
+        with pytest.raises(ResumeError, match=rf"cannot resume run {run_id}: {_FAST[0]}: .* changed since") as info:
+            resume_ablation(store, run_id)
+        assert "start a new run" in info.value.hint
+        artifact.unlink()
+        with pytest.raises(ResumeError, match="is missing"):
+            resume_ablation(store, run_id)
+        assert store.get_run(run_id).status == "incomplete"
+
+
+def _device_with_temps(tmp_path: Path, adb_key: Path, temps: tuple[float, ...]) -> VirtualDevice:
+    return VirtualDevice(tmp_path / "device-root", authorized_keys=Path(f"{adb_key}.pub"),
+                         faults=FaultPlan(temperatures_c=temps))
+
+
+def test_cooldown_waits_until_the_device_is_below_the_threshold(tmp_path, manifest, tiny_sample, adb_key):
+    with _device_with_temps(tmp_path, adb_key, (90.0, 90.0, 90.0, 30.0)) as vd:
+        target = f"android:{vd.address}"
+        plan = build_plan(_small_config(manifest, tiny_sample, (target,), experiments=2, cooldown_temp_c=50.0,
+                                        cooldown_timeout_s=50.0))
+        with ResultsStore(tmp_path / "r.db") as store:
+            result = run_ablation(plan, store, RunOptions(connect=functools.partial(connect, adb_key=adb_key)))
+            assert result.status == "complete", result.message
+            waits = {r["experiment_index"]: r["cooldown_s"] for r in store.rows(result.run_id, "target_experiments")}
+
+    assert waits[0] > 0 and waits[1] == 0  # hot at first, cooled down by the first experiment's end
+
+
+def test_cooldown_that_never_ends_gives_up_after_the_timeout(tmp_path, manifest, tiny_sample, adb_key, caplog):
+    with _device_with_temps(tmp_path, adb_key, (90.0,)) as vd:
+        target = f"android:{vd.address}"
+        plan = build_plan(_small_config(manifest, tiny_sample, (target,), experiments=2, cooldown_temp_c=50.0,
+                                        cooldown_timeout_s=1.0))
+        with ResultsStore(tmp_path / "r.db") as store, caplog.at_level("WARNING", logger="android_bench.ablation"):
+            result = run_ablation(plan, store, RunOptions(connect=functools.partial(connect, adb_key=adb_key)))
+            assert result.status == "complete", result.message
+            waits = [r["cooldown_s"] for r in store.rows(result.run_id, "target_experiments")]
+    assert len(waits) == 2 and all(w >= 1.0 for w in waits)  # gave up after the timeout, each time
+    warnings = [r.getMessage() for r in caplog.records if "cooldown" in r.getMessage()]
+    assert len(warnings) == 2 and all(f"{target} still at 90.0 C" in w for w in warnings)

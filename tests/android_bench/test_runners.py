@@ -57,6 +57,26 @@ def test_runner_for_the_wrong_abi_is_refused(tmp_path, manifest, tiny_sample, vi
         assert run.status == "incomplete" and "resume" in run.status_message
 
 
+def test_runner_on_a_device_that_reports_no_abi_is_refused(tmp_path, manifest, tiny_sample, adb_key):
+    """An ELF check that cannot be made is an error, not a silent pass (a wrong-ABI runner would fail later)."""
+    import json
+    import sys
+
+    profile = tmp_path / "no-abi.json"
+    profile.write_text(json.dumps({"name": "no-abi", "extends": "pixel-like-virtual",
+                                   "properties": {"ro.product.cpu.abilist": "", "ro.product.cpu.abi": ""}}))
+    runner = Path(sys.executable).resolve()  # a real ELF for this host's ABI
+    with VirtualDevice(tmp_path / "device-root", profile=profile, authorized_keys=Path(f"{adb_key}.pub")) as vd:
+        assert connect(vd.address, adb_key=adb_key).info().abis == ()
+        target = f"android:{vd.address}"
+        plan = _plan(manifest, tiny_sample, target)
+        with ResultsStore(tmp_path / "r.db") as store:
+            with pytest.raises(TargetError, match=rf"{target} reports no CPU ABI \(ro.product.cpu.abilist") as info:
+                run_ablation(plan, store, _options(adb_key, runner=runner))
+            assert "getprop ro.product.cpu.abilist" in info.value.hint
+            assert store.list_runs()[0].status == "incomplete"
+
+
 def test_no_runner_on_the_device_and_none_given(tmp_path, manifest, tiny_sample, virtual_device, adb_key):
     dev = connect(virtual_device.address, adb_key=adb_key)
     dev.shell(["rm", "-f", "/data/local/tmp/executor_runner"])

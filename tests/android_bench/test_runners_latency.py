@@ -62,3 +62,27 @@ def test_evaluate_command_accepts_a_manifest(manifest, tiny_sample, tmp_path):
     assert "executorch-int8-dynamic" in result.output and "accuracy" in result.output
     saved = json.loads((out / "evaluation.json").read_text())
     assert saved["images"] == 7 * 8 and "eager-fp32" in saved["models"]
+
+
+def test_adb_key_option_reaches_the_device(manifest, tmp_path, adb_key):
+    """`--adb-key` picks another key: the device trusts only that one, not the default ~/.android/adbkey."""
+    from click.testing import CliRunner
+
+    from android_bench.keys import ensure_adb_key
+    from android_bench.virtual import VirtualDevice
+    from emobench import cli
+
+    other = ensure_adb_key(tmp_path / "other" / "adbkey", create=True)
+    assert other != adb_key  # adb_key is the (temporary) default key
+    with VirtualDevice(tmp_path / "device-root", authorized_keys=Path(f"{other}.pub")) as vd:
+        target = f"android:{vd.address}"
+        out = CliRunner().invoke(cli, ["latency", str(manifest), "--target", target, "--runs", "2", "--warmup", "0",
+                                       "--no-eager", "--json", "--adb-key", str(other)])
+        assert out.exit_code == 0, out.output
+        rows = json.loads(out.stdout)
+        assert {r["target"] for r in rows} == {target}
+        assert any(r["model_key"] == "executorch-fp32" and r["avg_ms"] is not None for r in rows)
+    for command in (["ablation"], ["latency"], ["demo"]):
+        help_text = CliRunner().invoke(cli, [*command, "--help"]).output
+        assert "--adb-key" in help_text, command
+        assert "--runner" in help_text, command
