@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
+from android_bench import shell_v2
 from emobench_common.errors import EmobenchError
 from emobench_common.fileio import sha256_file
 
@@ -174,17 +175,12 @@ def _parse_shell_v2(chunks: Iterator[bytes]) -> tuple[bytes, bytes, int | None]:
     status: int | None = None
     for chunk in chunks:
         buf += chunk
-        while len(buf) >= 5:
-            kind, length = buf[0], struct.unpack("<I", buf[1:5])[0]
-            if len(buf) < 5 + length:
-                break
-            payload = bytes(buf[5:5 + length])
-            del buf[:5 + length]
-            if kind == 1:
+        for kind, payload in shell_v2.take_packets(buf):
+            if kind == shell_v2.STDOUT:
                 out += payload
-            elif kind == 2:
+            elif kind == shell_v2.STDERR:
                 err += payload
-            elif kind == 3 and payload:
+            elif kind == shell_v2.EXIT and payload:
                 status = payload[0]
     return bytes(out), bytes(err), status
 

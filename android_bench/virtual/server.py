@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from android_bench import shell_v2
 from android_bench.virtual.fs import DeviceFS, FsError
 from android_bench.virtual.logcat import LogBuffer
 from android_bench.virtual.profiles import Profile, load_profile
@@ -579,15 +580,10 @@ class _Connection:
                     stdin_chunks.extend(chunk)
                     continue
                 buf += chunk
-                while len(buf) >= 5:
-                    kind, length = buf[0], struct.unpack("<I", buf[1:5])[0]
-                    if len(buf) < 5 + length:
-                        break
-                    payload = bytes(buf[5:5 + length])
-                    del buf[:5 + length]
-                    if kind == 0:
+                for kind, payload in shell_v2.take_packets(buf):
+                    if kind == shell_v2.STDIN:
                         stdin_chunks.extend(payload)
-                    elif kind == 4:
+                    elif kind == shell_v2.CLOSE_STDIN:
                         stdin_done.set()
             stdin_done.set()
 
@@ -599,9 +595,9 @@ class _Connection:
 
         if v2:
             def packet(kind: int) -> Callable[[bytes], None]:
-                return lambda data: stream.write(bytes([kind]) + struct.pack("<I", len(data)) + data)
-            out = _Buffered(packet(1))
-            err = _Buffered(packet(2)) if not pty else out
+                return lambda data: stream.write(shell_v2.pack(kind, data))
+            out = _Buffered(packet(shell_v2.STDOUT))
+            err = _Buffered(packet(shell_v2.STDERR)) if not pty else out
         else:
             out = err = _Buffered(stream.write)  # one buffer keeps stdout/stderr order in a merged stream
         cancel = threading.Event()
@@ -624,7 +620,7 @@ class _Connection:
             out.flush()
             err.flush()
             if v2:
-                stream.write(bytes([3]) + struct.pack("<I", 1) + bytes([status & 0xFF]))
+                stream.write(shell_v2.pack(shell_v2.EXIT, bytes([status & 0xFF])))
         finally:
             watcher_stop.set()
 
