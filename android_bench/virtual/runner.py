@@ -193,7 +193,6 @@ def _run(flags: _Flags, ctx: Ctx, logger: _Logger) -> int:  # noqa: C901 - mirro
 
     state = ctx.state
     fs = state.fs
-    faults = state.faults
     if flags.cpu_threads != 0:
         threads = flags.cpu_threads if flags.cpu_threads > 0 else state.cpu_count
         logger("I", "threads", f"Resetting threadpool with num threads = {threads}")
@@ -238,10 +237,11 @@ def _run(flags: _Flags, ctx: Ctx, logger: _Logger) -> int:  # noqa: C901 - mirro
     after_load = time.perf_counter()
     logger("I", "loaded", f"Model loaded in {(after_load - before_load) * 1e3:f} ms.")
 
-    if faults.runner_fault == "crash":
+    fault = state.runner_fault_now()
+    if fault == "crash":
         # A native crash in a kernel: the process dies with SIGSEGV; the shell reports status 139.
         return 139
-    if faults.runner_fault == "hang":
+    if fault == "hang":
         ctx.cancel.wait()
         raise Cancelled()
 

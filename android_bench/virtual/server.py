@@ -64,6 +64,8 @@ class FaultPlan:
             with "No space left on device").
         runner_fault: ``"crash"`` (the runner dies with SIGSEGV, status 139, after loading the model)
             or ``"hang"`` (it never returns until the connection closes).
+        runner_fault_after_calls: the fault hits from the (N+1)-th runner call since the plan was set,
+            so a test can arm it before a run starts and still let N calls succeed.
         temperatures_c: make every thermal zone read these temperatures (deg C) in turn: the k-th read
             of a zone's ``temp`` file since the plan was set gives the k-th value, the last one repeating
             (e.g. ``(80, 80, 30)``: hot for two readings, then cooled down). Empty: the normal readings.
@@ -74,6 +76,7 @@ class FaultPlan:
     reply_delay_s: float = 0.0
     storage_free_bytes: int | None = None
     runner_fault: str | None = None
+    runner_fault_after_calls: int = 0
     temperatures_c: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
@@ -144,6 +147,9 @@ class DeviceState:
         self.faults = faults
         self._temp_reads_plan: FaultPlan | None = None
         self._temp_reads: dict[str, int] = {}
+        self._runner_calls_plan: FaultPlan | None = None
+        self._runner_calls = 0
+        self._runner_calls_lock = threading.Lock()
         self.logcat = LogBuffer()
         self.machine = platform.machine()
         self.kernel_release = platform.release() + "-emobench-virtual"
@@ -219,6 +225,15 @@ class DeviceState:
             return f"{round(temps[min(k, len(temps) - 1)] * 1000)}\n".encode()
 
         return read
+
+    def runner_fault_now(self) -> str | None:
+        """The runner fault for this call: counts runner calls per fault plan (see FaultPlan)."""
+        plan = self.faults
+        with self._runner_calls_lock:
+            if self._runner_calls_plan is not plan:  # a new plan starts its count again
+                self._runner_calls_plan, self._runner_calls = plan, 0
+            self._runner_calls += 1
+            return plan.runner_fault if self._runner_calls > plan.runner_fault_after_calls else None
 
     # -- storage
     def storage_free_bytes(self) -> int:

@@ -400,13 +400,15 @@ def test_signal_mid_experiment_rolls_back_and_resume_works(tmp_path, tally, mani
     rig = Rig(tmp_path / "device", adb_key)  # the process finds adb_key as $HOME/.android/adbkey
     db = tmp_path / "r.db"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # Armed before the run starts (setting it once experiment 0 was seen raced a fast run to its end):
+    # experiment 0's runner calls succeed, the first call of experiment 1 stays in flight.
+    rig.vd.set_faults(runner_fault="hang", runner_fault_after_calls=len(MODELS))
     proc = subprocess.Popen(_ablation_cmd(manifest, tiny_sample, rig.address, db), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while _target_experiments(db) < 1 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        rig.vd.set_faults(runner_fault="hang")  # the next runner call stays in flight
         time.sleep(1.5)
         done_before = _target_experiments(db)
         assert proc.poll() is None and 1 <= done_before < EXPERIMENTS, "the run ended before the signal"
