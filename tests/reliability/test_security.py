@@ -119,29 +119,30 @@ def test_load_checkpoint_refuses_pickle_payloads(tmp_path, tally, payload, where
     assert not marker.exists()
 
 
+def _train(tmp_path, tiny_sample, *extra: str):
+    """`emobench train phase2` at tiny settings, with the option under test appended."""
+    return CliRunner().invoke(cli, ["train", "phase2", "--data", str(tiny_sample["rafdb"]), "--out",
+                                    str(tmp_path / "runs"), "--arch", "test_efficientnet", "--epochs", "1",
+                                    "--image-size", "32", *extra])
+
+
 def test_train_resume_refuses_payload(tmp_path, tally, tiny_sample, evil):
     path, marker = evil
     last = path.with_name("last.pt")
     path.rename(last)
-    result = CliRunner().invoke(cli, ["train", "phase2", "--data", str(tiny_sample["rafdb"]), "--out",
-                                      str(tmp_path / "runs"), "--arch", "test_efficientnet", "--epochs", "1",
-                                      "--image-size", "32", "--resume", str(last)])
+    result = _train(tmp_path, tiny_sample, "--resume", str(last))
     _assert_refused(tally, result, marker)
 
 
 def test_train_init_from_refuses_payload(tmp_path, tally, tiny_sample, evil):
     path, marker = evil
-    result = CliRunner().invoke(cli, ["train", "phase2", "--data", str(tiny_sample["rafdb"]), "--out",
-                                      str(tmp_path / "runs"), "--arch", "test_efficientnet", "--epochs", "1",
-                                      "--image-size", "32", "--init-from", str(path)])
+    result = _train(tmp_path, tiny_sample, "--init-from", str(path))
     _assert_refused(tally, result, marker)
 
 
 def test_train_pretrained_file_refuses_payload(tmp_path, tally, tiny_sample, evil):
     path, marker = evil
-    result = CliRunner().invoke(cli, ["train", "phase2", "--data", str(tiny_sample["rafdb"]), "--out",
-                                      str(tmp_path / "runs"), "--arch", "test_efficientnet", "--epochs", "1",
-                                      "--image-size", "32", "--pretrained-file", str(path)])
+    result = _train(tmp_path, tiny_sample, "--pretrained-file", str(path))
     refused = result.exit_code == 1 and "Traceback" not in result.output and not marker.exists()
     tally.attack(refused=refused)
     assert refused, result.output
