@@ -1,6 +1,7 @@
 """The ``emobench`` command: a root click group that only registers each package's commands.
 
-Each package owns a ``cli`` module exposing ``COMMANDS`` (click commands or groups). Those modules
+Each package owns a ``cli`` module exposing ``COMMANDS`` (click commands or groups); the commands
+that cross packages (``demo``, ``evaluate``) are the app layer's, in ``emobench_app.cli``. Those modules
 keep heavy imports (torch, executorch) inside the command bodies so ``emobench --help`` is fast.
 """
 
@@ -21,6 +22,7 @@ _COMMAND_MODULES = (
     "android_bench.ablation_cli",
     "device_results.cli",
     "device_results.report_cli",
+    "emobench_app.cli",
 )
 
 

@@ -38,9 +38,9 @@ from device_results.store import (
     ResultsStore,
     StoreError,
     artifacts_fingerprint,
-    utc_now,
 )
 from emobench_common.errors import EmobenchError
+from emobench_common.names import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-DEFAULT_DB = Path("results") / "emobench.db"
+from emobench_common.names import DEFAULT_DB
 
 _path = click.Path(path_type=Path)
 _existing = click.Path(exists=True, path_type=Path)

@@ -17,7 +17,6 @@ import numpy as np
 
 from android_bench.inputs import DTYPE, PreparedInputs
 from android_bench.plan import (
-    EAGER_KEY,
     PLAN_VERSION,
     AblationPlan,
     Experiment,
@@ -31,6 +30,7 @@ from android_bench.plan import (
 from android_bench.runners import open_session
 from device_results import stats
 from emobench_common.fileio import atomic_write_bytes
+from emobench_common.names import EAGER_KEY
 
 
 @dataclass(frozen=True)

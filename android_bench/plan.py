@@ -26,13 +26,13 @@ from typing import Any
 
 from emobench_common.errors import EmobenchError
 from emobench_common.fileio import sha256_file
+from emobench_common.names import EAGER_KEY
 
 log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
 ROLES = ("seen", "unseen")
 HOST_TARGETS = ("host-cpu", "host-cuda")
-EAGER_KEY = "eager-fp32"
 
 
 class PlanError(EmobenchError):

@@ -35,9 +35,10 @@ import numpy as np
 
 from android_bench.inputs import PreparedInputs
 from android_bench.plan import AblationPlan, Experiment, ModelSpec, PlanError, TargetSpec, affinity_cpus
-from device_results.store import TargetRecord, Telemetry, utc_now
+from device_results.store import TargetRecord, Telemetry
 from emobench_common.errors import EmobenchError
 from emobench_common.fileio import sha256_file
+from emobench_common.names import utc_now
 
 log = logging.getLogger(__name__)
 

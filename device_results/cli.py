@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-DEFAULT_DB = Path("results") / "emobench.db"
+from emobench_common.names import DEFAULT_DB
+
 _db_option = click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
                           show_default=True, help="Results database.")
 

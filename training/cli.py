@@ -1,4 +1,4 @@
-"""Commands of the training package: `emobench data|train|evaluate|select`.
+"""Commands of the training package: `emobench data|train|select` (`evaluate` is in emobench_app.cli).
 
 Heavy imports stay inside command bodies so `emobench --help` is quick.
 """
@@ -183,61 +183,6 @@ def _dump(config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip()
 
 
-@click.command("evaluate")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", "data_root", type=click.Path(path_type=Path), required=True, help="Dataset root.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
-@click.option("--kind", default="auto", show_default=True, help="Dataset layout; 'auto' detects it.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write metrics.json and the PNGs here (default: <run folder>/eval-<split>).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_cmd(checkpoint: Path, data_root: Path, split: str, kind: str, out_dir: Path | None, device: str,
-                 batch_size: int, workers: int, as_json: bool) -> None:
-    """Evaluate a checkpoint, a runs folder's latest, or every artifact of an export manifest.json."""
-    from training.evaluate import evaluate_checkpoint
-    from training.train import latest_checkpoint
-
-    if checkpoint.suffix == ".json" or (checkpoint.is_dir() and (checkpoint / "manifest.json").is_file()):
-        _evaluate_manifest(checkpoint if checkpoint.suffix == ".json" else checkpoint / "manifest.json",
-                           data_root, split, kind, out_dir, as_json)
-        return
-    path = latest_checkpoint(checkpoint) if checkpoint.is_dir() else checkpoint
-    out = out_dir or path.parent / f"eval-{split}"
-    metrics = evaluate_checkpoint(path, data_root, split=split, kind=kind, out_dir=out, device=device,
-                                  batch_size=batch_size, workers=workers)
-    if as_json:
-        click.echo(json.dumps(metrics, indent=2))
-        return
-    click.echo(f"{metrics['arch']} on {data_root} [{metrics['split']}], {metrics['num_samples']} images: "
-               f"accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
-               f"macro F1 {metrics['f1_macro']:.4f}")
-    for name, m in metrics["per_class"].items():
-        click.echo(f"  {name:9s} P {m['precision']:.3f}  R {m['recall']:.3f}  F1 {m['f1']:.3f}  n={m['support']}")
-    click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, per_class.png")
-
-
-def _evaluate_manifest(manifest: Path, data_root: Path, split: str, kind: str, out_dir: Path | None,
-                       as_json: bool) -> None:
-    from android_bench.evaluate_manifest import evaluate_manifest
-
-    out = out_dir or manifest.parent / f"eval-{split}"
-    result = evaluate_manifest(manifest, data_root, split, out, kind=kind)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    click.echo(f"{manifest} on {data_root} [{split}], {result['images']} images:")
-    for key, m in result["models"].items():
-        if "error" in m:
-            click.echo(f"  {key:40s} FAILED: {m['error']}")
-        else:
-            click.echo(f"  {key:40s} accuracy {m['accuracy']:.4f}  weighted F1 {m['f1_weighted']:.4f}  "
-                       f"macro F1 {m['f1_macro']:.4f}")
-    click.echo(f"wrote {out}/evaluation.json and one metrics_<model>.json per model")
-
-
 @click.command("select")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--metric", default="accuracy", show_default=True,
@@ -254,4 +199,4 @@ def select_cmd(runs: tuple[Path, ...], metric: str, out_dir: Path | None) -> Non
     click.echo(f"\nwrote {selection.csv_path}, {selection.markdown_path}, {selection.png_path}")
 
 
-COMMANDS = [data_group, train_group, evaluate_cmd, select_cmd]
+COMMANDS = [data_group, train_group, select_cmd]

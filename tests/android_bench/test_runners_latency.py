@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from android_bench.evaluate_manifest import evaluate_manifest
 from android_bench.latency import format_latency_table, measure_latency
+from emobench_app.evaluate_manifest import evaluate_manifest
 from tests.device_results.tiny_export import build_tiny_export
 
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from device_results.demo import STAGES, DemoConfig, run_demo
 from emobench import cli
+from emobench_app.demo import STAGES, DemoConfig, run_demo
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from android_bench.plan import EAGER_KEY, PlanError, model_key, read_manifest
+from android_bench.plan import PlanError, model_key, read_manifest
 from emobench_common.fileio import atomic_write_json
+from emobench_common.names import EAGER_KEY
 
 log = logging.getLogger(__name__)
 
