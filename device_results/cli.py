@@ -1,4 +1,4 @@
-"""`emobench results ...`: list, show and export the runs in a results database."""
+"""`emobench results ...`: list, show, export and merge the runs in results databases."""
 
 from __future__ import annotations
 
@@ -72,6 +72,23 @@ def results_export(run: str, db: Path, fmt: str, out_dir: Path | None) -> None:
         paths = export_run(store, run_id, out_dir or db.parent / f"export-{run_id}", fmt=fmt)
     for path in paths:
         click.echo(str(path))
+
+
+@results.command("merge")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--into", "into", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Database to merge into (created when absent; may already hold runs).")
+@click.option("--source-host", "source_hosts", multiple=True,
+              help="Host that produced each source, one per source in order (kept with each run).")
+def results_merge(sources: tuple[Path, ...], into: Path, source_hosts: tuple[str, ...]) -> None:
+    """Copy every run of SOURCES into one database; a run already there is skipped, a conflicting one refused."""
+    from device_results.merge import merge_databases
+
+    result = merge_databases(sources, into, source_hosts=source_hosts or None)
+    for source in result.sources:
+        click.echo(f"{source.source_db}: {len(source.runs_added)} run(s) added ({source.total_rows_added} rows), "
+                   f"{len(source.runs_already_present)} already present")
+    click.echo(f"{into}: {result.runs_added} run(s), {result.rows_added} rows added")
 
 
 COMMANDS = [results]
