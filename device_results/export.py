@@ -28,16 +28,10 @@ def export_run(store: ResultsStore, run_id: str, out_dir: str | Path, *, fmt: st
     paths = []
     for name, rows in tables.items():
         buf = io.StringIO()
-        columns = list(rows[0]) if rows else _columns(store, name)
+        columns = list(rows[0]) if rows else (["run_id"] if name == "run" else store.table_columns(name))
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         paths.append(atomic_write_text(out / f"{name}.csv", buf.getvalue()))
     return paths
 
-
-def _columns(store: ResultsStore, table: str) -> list[str]:
-    if table == "run":
-        return ["run_id"]
-    cur = store._conn.execute(f"SELECT * FROM {table} LIMIT 0")  # noqa: SLF001 - column names only
-    return [d[0] for d in cur.description]

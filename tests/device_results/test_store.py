@@ -163,3 +163,37 @@ def test_two_processes_write_at_once(tmp_path):
         for r in runs:
             assert store.counts(r.run_id)["predictions"] == 12
         assert store.integrity_check() == "ok"
+
+
+def test_table_columns_and_csv_export_of_empty_tables(tmp_path):
+    from device_results.export import export_run
+
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id = _new_run(store)
+        assert store.table_columns("latencies") == ["run_id", "target_id", "experiment_index", "model_key",
+                                                    "repeat_index", "latency_ms"]
+        assert store.table_columns("runs")[:2] == ["run_id", "created_at"]
+        with pytest.raises(ValueError, match="unknown table"):
+            store.table_columns("sqlite_master")
+        paths = export_run(store, run_id, tmp_path / "csv")
+    # No experiment was recorded: the empty tables still get their header row.
+    assert (tmp_path / "csv" / "latencies.csv").read_text() == (
+        "run_id,target_id,experiment_index,model_key,repeat_index,latency_ms\n")
+    assert (tmp_path / "csv" / "targets.csv").read_text().count("\n") == 2
+    assert len(paths) == 10
+
+
+def test_migrations_bring_an_older_file_up_and_run_once(tmp_path, monkeypatch):
+    from device_results.store import schema
+
+    path = tmp_path / "old.db"
+    ResultsStore(path).close()
+    # A later emobench adds a column: one more migration, one more version.
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, "ALTER TABLE cells ADD COLUMN note TEXT"))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(schema.MIGRATIONS))
+    for _ in range(2):  # the second open finds the file current and changes nothing
+        with ResultsStore(path) as store:
+            assert "note" in store.table_columns("cells")
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        conn.close()
