@@ -136,4 +136,6 @@ def serve(port: int, profile: str, root: Path | None, authorized_keys: Path | No
         signal.signal(signal.SIGTERM, previous)
 
 
-COMMANDS = [devices, device]
+from android_bench.runner_cli import runner  # noqa: E402 - H4: native runner commands
+
+COMMANDS = [devices, device, runner]

@@ -54,3 +54,26 @@ def _no_real_adb_keys(tmp_path_factory):
         os.environ.pop("ANDROID_USER_HOME", None)
     else:
         os.environ["ANDROID_USER_HOME"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _runner_cache(tmp_path_factory):
+    """One native-runner build cache per test session (never the user's ~/.cache): the first test that
+    needs emobench's native executor_runner builds it, every later one reuses it."""
+    previous = os.environ.get("EMOBENCH_CACHE_DIR")
+    os.environ["EMOBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("emobench-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("EMOBENCH_CACHE_DIR", None)
+    else:
+        os.environ["EMOBENCH_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def native_runner(_runner_cache):
+    """emobench's native executor_runner, built once per session (skips, or fails under CI, without cmake/g++)."""
+    require_tool("cmake")
+    require_tool("c++", "g++", "clang++")
+    from android_bench.native import build_runner
+
+    return build_runner()
