@@ -11,8 +11,25 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 PRIORITIES = "VDIWEFS"
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes | str) -> None: ...
+
+
+class CommandContext(Protocol):
+    """What the ``logcat`` command needs of a shell command's context (the shell's ``Ctx`` has it)."""
+
+    @property
+    def stdout(self) -> _Writer: ...
+
+    @property
+    def cancel(self) -> threading.Event: ...
+
+    def err(self, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,8 @@ class LogBuffer:
             return list(self._entries)
 
     # -- the command
-    def command(self, argv: list[str], ctx) -> int:
+    def command(self, argv: list[str], ctx: CommandContext) -> int:
+        """Run ``logcat argv[1:]`` (see the module docstring); its exit status."""
         args = argv[1:]
         dump, fmt, tail = False, "threadtime", None
         specs: list[tuple[str, str]] = []

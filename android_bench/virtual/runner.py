@@ -20,13 +20,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from android_bench.virtual.fs import FsError
-from android_bench.virtual.shell import Cancelled
-
-if TYPE_CHECKING:
-    from android_bench.virtual.shell import Ctx
+from android_bench.virtual.shell.context import Cancelled, Ctx
 
 log = logging.getLogger(__name__)
 

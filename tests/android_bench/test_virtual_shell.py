@@ -8,8 +8,8 @@ import shlex
 import pytest
 
 from android_bench.virtual.profiles import ProfileError, load_profile
-from android_bench.virtual.server import DeviceState, FaultPlan
 from android_bench.virtual.shell import Shell
+from android_bench.virtual.state import DeviceState, FaultPlan
 
 
 @pytest.fixture
