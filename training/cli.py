@@ -56,11 +56,13 @@ def data_info(root: Path, kind: str, split: str, classes: str | None, skip_bad: 
                         skip_bad=skip_bad, verify_images=skip_bad, allow_empty_classes=True)
     if as_json:
         click.echo(json.dumps({
-            "kind": ds.kind, "root": str(ds.root), "split": ds.split, "images": len(ds),
-            "class_counts": ds.class_counts(), "excluded": dict(ds.excluded), "skipped": ds.skipped,
+            "kind": ds.kind, "layout_reason": ds.layout_reason, "root": str(ds.root), "split": ds.split,
+            "images": len(ds), "class_counts": ds.class_counts(), "excluded": dict(ds.excluded),
+            "skipped": ds.skipped, "not_data": dict(ds.junk),
         }, indent=2))
         return
     click.echo(f"{ds.kind} at {ds.root} [{ds.split}]: {len(ds)} images")
+    click.echo(f"  layout: {ds.kind}, because {ds.layout_reason}")
     for name, count in ds.class_counts().items():
         click.echo(f"  {name:9s} {count:6d}")
     for name, count in sorted(ds.excluded.items()):
@@ -69,6 +71,33 @@ def data_info(root: Path, kind: str, split: str, classes: str | None, skip_bad: 
         click.echo(f"  skipped as bad: {len(ds.skipped)}")
         for msg in ds.skipped[:10]:
             click.echo(f"    {msg}")
+    if ds.junk:
+        click.echo(f"  skipped as not data: {sum(ds.junk.values())} ("
+                   + ", ".join(f"{k} {v}" for k, v in sorted(ds.junk.items())) + ")")
+
+
+@data_group.command("faces")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the crops (same <emotion>/ layout) and faces.csv.")
+@click.option("--margin", type=float, default=0.25, show_default=True,
+              help="Context around the face box on each side, as a fraction of its side.")
+@click.option("--size", type=int, default=None, help="Resize crops to SIZE x SIZE pixels (default: keep resolution).")
+@click.option("--one-face", is_flag=True, help="Write no crop for a photo with several faces (reported in faces.csv).")
+@click.option("--no-align", is_flag=True, help="Do not rotate crops to level the eyes.")
+def data_faces(src: Path, out_dir: Path, margin: float, size: int | None, one_face: bool, no_align: bool) -> None:
+    """Crop the face of every photo in a custom-layout folder (EXIF orientation applied) and write faces.csv."""
+    from rich.progress import Progress
+
+    from training.faces import FacesConfig, crop_faces, list_custom_images
+
+    config = FacesConfig(margin=margin, size=size, one_face=one_face, align=not no_align)
+    total = len(list_custom_images(src)[0])
+    with Progress(transient=True) as progress:
+        task = progress.add_task("finding faces", total=total)
+        result = crop_faces(src, out_dir, config, on_image=lambda row: progress.advance(task))
+    click.echo(result.summary())
+    click.echo(f"wrote {result.csv_path}")
 
 
 def _train_options(fn):

@@ -7,10 +7,14 @@ One ``EmotionDataset`` family reads every layout emobench supports:
 - ``fer2013_folder``: ``<root>/train|test/<emotion>/*.jpg``;
 - ``rafdb_basic``: RAF-DB basic as released, ``basic/EmoLabel/list_patition_label.txt`` with images
   at ``basic/Image/aligned/<stem>_aligned.jpg`` (or ``basic/Image/original/<name>``);
-- ``rafdb_folder``: the common re-packaging ``DATASET/train|test/<1..7>/*.jpg``;
+- ``rafdb_folder``: the common re-packaging ``DATASET/train|test/<1..7>/*.jpg`` (or, given as the
+  kind, a RAF-DB copy re-sorted into emotion-named folders: it is labelled RAF-DB, not FER-2013);
 - ``custom``: ``<root>/<emotion>/*.jpg`` (e.g. photos collected from Pexels), the unseen domain.
 
-Grayscale sources become 3-channel RGB. Bad input raises a specific ``DatasetError`` naming the
+Every image is read upright (its EXIF orientation applied) and grayscale sources become 3-channel
+RGB. Files that are not data (``__MACOSX/``, AppleDouble ``._*``, ``.DS_Store``, ``Thumbs.db``, other
+hidden files) are skipped everywhere and counted in ``dataset.junk``. csv files may start with a
+UTF-8 byte-order mark. ``detect_layout_reason`` says which layout was chosen and why. Bad input raises a specific ``DatasetError`` naming the
 file and line; with ``skip_bad=True`` bad items are skipped and counted in ``dataset.skipped``.
 Labels a task deliberately leaves out (FER-2013 'disgust' in Phase 1) are counted in
 ``dataset.excluded``, never errors.
@@ -32,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from emobench_common.errors import EmobenchError
+from training.images import IMAGE_SUFFIXES, FaceCrop, junk_reason, open_upright
 from training.labels import (
     FER2013_IDS,
     RAFDB_IDS,
@@ -43,7 +48,6 @@ from training.labels import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FER_PIXELS = 48 * 48
 FER_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 DATASET_KINDS = ("auto", "fer2013_csv", "fer2013_folder", "rafdb_basic", "rafdb_folder", "custom")
@@ -93,6 +97,8 @@ class Sample:
     label: int
     path: Path | None = None
     pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
+    crop: FaceCrop | None = None  # set by training.faces.attach_face_crops: read the face, not the scene
+    crop_size: int | None = None
 
 
 @dataclass
@@ -104,6 +110,7 @@ class _Collector:
     samples: list[Sample] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     excluded: Counter = field(default_factory=Counter)
+    junk: Counter = field(default_factory=Counter)
 
     def bad(self, error: DatasetError) -> None:
         if not self.skip_bad:
@@ -129,6 +136,10 @@ class EmotionDataset(Dataset):
         samples: one ``Sample`` per image.
         skipped: messages for items skipped under ``skip_bad``.
         excluded: per emotion, items whose label the task leaves out.
+        junk: per kind ('__MACOSX', 'AppleDouble ._*', '.DS_Store', 'Thumbs.db', 'hidden'...), the
+            files and folders skipped as not being data.
+        layout_reason: why this layout was read (detected from what, or given by the user).
+        face_scan: set when faces are cropped on the fly (``training.faces.attach_face_crops``).
     """
 
     def __init__(
@@ -142,6 +153,8 @@ class EmotionDataset(Dataset):
         skipped: list[str] | None = None,
         excluded: Counter | None = None,
         transform: Callable[[Image.Image], Any] | None = None,
+        junk: Counter | None = None,
+        layout_reason: str = "",
     ) -> None:
         self.kind = kind
         self.root = root
@@ -151,6 +164,9 @@ class EmotionDataset(Dataset):
         self.skipped = skipped or []
         self.excluded = excluded or Counter()
         self.transform = transform
+        self.junk = junk or Counter()
+        self.layout_reason = layout_reason
+        self.face_scan: Any = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -175,6 +191,10 @@ class EmotionDataset(Dataset):
             text += "; excluded by the task: " + ", ".join(f"{k} {v}" for k, v in sorted(self.excluded.items()))
         if self.skipped:
             text += f"; skipped as bad: {len(self.skipped)}"
+        if self.junk:
+            text += f"; skipped as not data: {sum(self.junk.values())}"
+        if self.face_scan is not None:
+            text += f"; {self.face_scan.summary()}"
         return text
 
     def load_image(self, index: int) -> Image.Image:
@@ -199,12 +219,16 @@ class EmotionDataset(Dataset):
 
 def _load_sample(sample: Sample) -> Image.Image:
     if sample.pixels is not None:
-        return Image.fromarray(sample.pixels, mode="L").convert("RGB")
+        image = Image.fromarray(sample.pixels, mode="L").convert("RGB")
+    else:
+        image = _open(sample)
+    return image if sample.crop is None else sample.crop.apply(image, sample.crop_size)
+
+
+def _open(sample: Sample) -> Image.Image:
     assert sample.path is not None
     try:
-        with Image.open(sample.path) as img:
-            img.load()
-            return img.convert("RGB")
+        return open_upright(sample.path)
     except FileNotFoundError as exc:
         raise MissingImageError(f"image {sample.path} is missing") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -223,8 +247,20 @@ def _check_decodes(collector: _Collector, path: Path) -> bool:
         return False
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _entries(folder: Path, junk: Counter) -> list[Path]:
+    """The entries of ``folder`` that may be data, sorted; the others are counted in ``junk``."""
+    kept = []
+    for p in sorted(folder.iterdir()):
+        reason = junk_reason(p.name)
+        if reason:
+            junk[reason] += 1
+        else:
+            kept.append(p)
+    return kept
+
+
+def _list_images(folder: Path, junk: Counter) -> list[Path]:
+    return [p for p in _entries(folder, junk) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -240,7 +276,9 @@ def _rel(path: Path, root: Path) -> str:
 def _read_fer2013_csv(csv_path: Path, split: str, col: _Collector) -> None:
     wanted = {split} if split != "all" else set(FER_USAGE_TO_SPLIT.values())
     try:
-        fh = open(csv_path, newline="", encoding="utf-8")
+        # utf-8-sig: a csv re-saved by Excel or Notepad starts with a byte-order mark, which plain
+        # utf-8 would glue to the first header name ('\ufeffemotion')
+        fh = open(csv_path, newline="", encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise DatasetNotFoundError(f"FER-2013 csv {csv_path} does not exist") from exc
     with fh:
@@ -309,9 +347,12 @@ def _read_fer2013_csv(csv_path: Path, split: str, col: _Collector) -> None:
 
 
 def _read_emotion_folders(base: Path, root: Path, col: _Collector, *, decode: bool, numeric: bool = False) -> None:
-    """``base/<emotion>/*.jpg`` (or ``base/<1..7>/`` with RAF-DB ids when ``numeric``)."""
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        if numeric:
+    """``base/<emotion>/*.jpg`` (or ``base/<1..7>/`` with RAF-DB ids when ``numeric``; RAF-DB copies
+    re-sorted into emotion-named folders are read by name too)."""
+    for folder in (p for p in _entries(base, col.junk) if p.is_dir()):
+        if numeric and not folder.name.isdigit() and is_emotion(folder.name):
+            emotion = canonical_emotion(folder.name)
+        elif numeric:
             try:
                 emotion = RAFDB_IDS[int(folder.name)]
             except (ValueError, KeyError):
@@ -326,7 +367,7 @@ def _read_emotion_folders(base: Path, root: Path, col: _Collector, *, decode: bo
                     hint="name class folders anger, fear, happy, sad, surprise, neutral, disgust",
                 ))
                 continue
-        for path in _list_images(folder):
+        for path in _list_images(folder, col.junk):
             if decode and not _check_decodes(col, path):
                 continue
             col.add(emotion, {"image_id": _rel(path, root), "path": path})
@@ -342,7 +383,7 @@ def _read_rafdb_basic(root: Path, split: str, col: _Collector, *, decode: bool, 
     try:
         # split on "\n" only (read_text already turned \r\n and \r into it): splitlines() would also
         # break at form feeds and Unicode separators, and the line numbers in errors would be wrong
-        lines = label_file.read_text(encoding="utf-8").split("\n")
+        lines = label_file.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
         raise LabelParseError(f"{label_file}: not a text file ({exc})") from exc
     for line_no, raw in enumerate(lines, start=1):
@@ -390,7 +431,19 @@ def _read_rafdb_basic(root: Path, split: str, col: _Collector, *, decode: bool, 
 
 
 def detect_layout(root: Path) -> str:
-    """Which layout ``root`` holds.
+    """Which layout ``root`` holds (see ``detect_layout_reason`` for why).
+
+    Raises:
+        DatasetNotFoundError: the root does not exist.
+        DatasetLayoutError: none of the supported layouts is there.
+    """
+    return detect_layout_reason(root)[0]
+
+
+def detect_layout_reason(root: Path) -> tuple[str, str]:
+    """Which layout ``root`` holds, and the evidence, e.g. ``("rafdb_folder", "DATASET/train/ has
+    folders named 1..7 (RAF-DB label ids)")``. Files that are not data (``__MACOSX``, ``._*``...) are
+    ignored.
 
     Raises:
         DatasetNotFoundError: the root does not exist.
@@ -403,20 +456,25 @@ def detect_layout(root: Path) -> str:
         )
     if root.is_file():
         if root.suffix.lower() == ".csv":
-            return "fer2013_csv"
+            return "fer2013_csv", f"{root.name} is a csv file (FER-2013's emotion,pixels,Usage)"
         raise DatasetLayoutError(f"{root} is a file, not a dataset folder or fer2013.csv")
     if (root / "fer2013.csv").is_file():
-        return "fer2013_csv"
-    if (root / "basic" / "EmoLabel").is_dir() or (root / "EmoLabel").is_dir():
-        return "rafdb_basic"
+        return "fer2013_csv", "fer2013.csv is in the folder"
+    for label_dir in ("basic/EmoLabel", "EmoLabel"):
+        if (root / label_dir).is_dir():
+            return "rafdb_basic", f"{label_dir}/ holds RAF-DB's label file"
+    junk: Counter = Counter()
+    raf_ids = {str(i) for i in RAFDB_IDS}
     for base in (root / "DATASET", root):
-        if (base / "train").is_dir() and any(p.name in {str(i) for i in RAFDB_IDS} for p in (base / "train").iterdir()):
-            return "rafdb_folder"
+        train = base / "train"
+        if train.is_dir() and any(p.name in raf_ids for p in _entries(train, junk) if p.is_dir()):
+            return "rafdb_folder", f"{_rel(train, root)}/ has folders named 1..7 (RAF-DB label ids)"
     if (root / "train").is_dir():
-        return "fer2013_folder"
-    subdirs = [p.name for p in root.iterdir() if p.is_dir()]
+        return "fer2013_folder", ("train/ has emotion-named folders (FER-2013 image copies are sorted so; "
+                                  "for a RAF-DB copy sorted so, say --kind rafdb_folder)")
+    subdirs = [p.name for p in _entries(root, junk) if p.is_dir()]
     if subdirs and all(is_emotion(n) for n in subdirs):
-        return "custom"
+        return "custom", f"every folder is an emotion ({', '.join(subdirs[:7])}) and there is no train/ split"
     raise DatasetLayoutError(
         f"{root} holds no dataset layout emobench reads (found: {sorted(subdirs)[:8] or 'no folders'})",
         hint="expected fer2013.csv, basic/EmoLabel/list_patition_label.txt (RAF-DB), DATASET/train/<1..7>/, "
@@ -458,9 +516,11 @@ def create_dataset(
     if split not in ("train", "val", "test", "all"):
         raise DatasetError(f"unknown split {split!r}; choose train, val, test or all")
     if kind == "auto":
-        kind = detect_layout(root)
+        kind, layout_reason = detect_layout_reason(root)
     elif not root.exists():
         raise DatasetNotFoundError(f"dataset root {root} does not exist")
+    else:
+        layout_reason = f"given as the kind ({kind})"
     classes = resolve_classes(class_names)
     col = _Collector(class_names=classes, skip_bad=skip_bad)
     decode = verify_images or skip_bad
@@ -486,7 +546,7 @@ def create_dataset(
         effective_split = "all"
     dataset = EmotionDataset(
         kind=kind, root=root, split=effective_split, class_names=classes, samples=col.samples,
-        skipped=col.skipped, excluded=col.excluded, transform=transform,
+        skipped=col.skipped, excluded=col.excluded, transform=transform, junk=col.junk, layout_reason=layout_reason,
     )
     if not dataset.samples:
         raise EmptyClassError(f"{root} [{split}] holds no images of the classes {', '.join(classes)}")
