@@ -204,3 +204,99 @@ def test_missing_root_bad_layout_and_empty_class(tmp_path):
     (tmp_path / "c" / "sad").mkdir()
     with pytest.raises(EmptyClassError, match="sad"):
         create_dataset(tmp_path / "c", class_names=["happy", "sad"])
+
+
+# --------------------------------------------------------------------------- dataset copies met in the wild
+
+
+def _info(*args):
+    import json
+
+    from click.testing import CliRunner
+
+    from emobench import cli
+
+    result = CliRunner().invoke(cli, ["data", "info", *map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def _macos_litter(folder):
+    """What a zip made on a Mac leaves: __MACOSX/ with AppleDouble twins, and .DS_Store."""
+    (folder / "__MACOSX").mkdir(parents=True, exist_ok=True)
+    (folder / "__MACOSX" / "._fer2013.csv").write_bytes(b"\x00\x05\x16\x07")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+
+
+def test_info_rafdb_label_file_with_crlf_and_trailing_spaces(tmp_path):
+    basic = tmp_path / "RAF" / "basic"
+    for name in ("train_00001", "train_00002", "train_00003", "test_0001"):
+        _face(basic / "Image" / "aligned" / f"{name}_aligned.jpg")
+    (basic / "Image" / "aligned" / "._train_00001_aligned.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (basic / "EmoLabel").mkdir()
+    (basic / "EmoLabel" / "list_patition_label.txt").write_bytes(
+        b"train_00001.jpg 4  \r\ntrain_00002.jpg 4\t\r\ntrain_00003.jpg 1 \r\ntest_0001.jpg 7   \r\n\r\n")
+    _macos_litter(tmp_path / "RAF")
+    info = _info(tmp_path / "RAF", "--split", "train")
+    assert (info["kind"], info["images"]) == ("rafdb_basic", 3)
+    assert info["layout_reason"] == "basic/EmoLabel/ holds RAF-DB's label file"
+    assert (info["class_counts"]["happy"], info["class_counts"]["surprise"], info["skipped"]) == (2, 1, [])
+    assert _info(tmp_path / "RAF", "--split", "test")["class_counts"]["neutral"] == 1
+
+
+@pytest.mark.parametrize("bom", [False, True])
+def test_info_quoted_fer_csv_with_crlf_with_and_without_bom(tmp_path, bom):
+    px = lambda v: " ".join([str(v)] * 2304)  # noqa: E731
+    rows = ['"emotion","pixels","Usage"', f'"3","{px(10)}","Training"', f'0,"{px(20)}",Training',
+            f'"6","{px(30)}","PublicTest"', f'"1","{px(40)}","PrivateTest"']
+    data = "\r\n".join(rows).encode() + b"\r\n"
+    (tmp_path / "fer2013.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
+    _macos_litter(tmp_path)
+    info = _info(tmp_path, "--split", "train")
+    assert (info["kind"], info["images"], info["skipped"]) == ("fer2013_csv", 2, [])
+    assert info["layout_reason"] == "fer2013.csv is in the folder"
+    assert (info["class_counts"]["happy"], info["class_counts"]["anger"]) == (1, 1)
+    assert _info(tmp_path, "--split", "all")["images"] == 4
+    ds = create_dataset(tmp_path, split="val", allow_empty_classes=True)
+    assert ds.image_ids == ["fer2013.csv#L4"] and np.asarray(ds[0][0]).max() == 30
+
+
+def test_info_kaggle_fer_png_folders_and_rafdb_sorted_by_emotion(tmp_path):
+    root = tmp_path / "archive"
+    for split, counts in (("train", {"angry": 3, "happy": 2, "surprise": 1}), ("test", {"angry": 1, "neutral": 2})):
+        for emotion, n in counts.items():
+            for i in range(n):
+                _face(root / split / emotion / f"PrivateTest_{i:05d}.png", 40 + i, size=48, mode="L")
+    (root / "train" / "happy" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    _macos_litter(root)
+    info = _info(root, "--split", "train")
+    assert (info["kind"], info["images"]) == ("fer2013_folder", 6)
+    assert info["layout_reason"].startswith("train/ has emotion-named folders")
+    assert {k: v for k, v in info["class_counts"].items() if v} == {"anger": 3, "happy": 2, "surprise": 1}
+    assert info["not_data"] == {"Thumbs.db": 1}
+    assert _info(root, "--split", "test")["images"] == 3
+    # the same folders holding a RAF-DB copy: the user says so and it is read, and named, as RAF-DB
+    raf = _info(root, "--split", "train", "--kind", "rafdb_folder")
+    assert (raf["kind"], raf["images"], raf["layout_reason"]) == ("rafdb_folder", 6, "given as the kind (rafdb_folder)")
+    from android_bench.plan import _dataset_name
+
+    assert _dataset_name("rafdb_folder", root) != _dataset_name("fer2013_folder", root)
+
+
+def test_info_custom_folder_with_mixed_case_extensions_and_litter(tmp_path):
+    root = tmp_path / "phone photos"
+    for name in ("IMG_0001.JPG", "IMG_0002.Jpg", "b.jpeg", "c.JPEG", "d.PNG"):
+        _face(root / "Happy" / name)
+    for name in ("e.jpg", "f.WebP"):
+        _face(root / "sad" / name)
+    for folder in ("Happy", "sad"):
+        (root / folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+        (root / folder / "._e.jpg").write_bytes(b"\x00\x05\x16\x07 not an image")
+    (root / "sad" / "notes.txt").write_text("not an image either")
+    _macos_litter(root)
+    (root / "__MACOSX" / "Happy").mkdir()
+    info = _info(root, "--skip-bad")
+    assert (info["kind"], info["images"], info["skipped"]) == ("custom", 7, [])
+    assert info["layout_reason"].startswith("every folder is an emotion")
+    assert {k: v for k, v in info["class_counts"].items() if v} == {"happy": 5, "sad": 2}
+    assert info["not_data"] == {"__MACOSX": 1, ".DS_Store": 3, "AppleDouble ._*": 2}
