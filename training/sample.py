@@ -8,7 +8,10 @@ RAF-DB:
   (100x100 colour, like RAF-DB's aligned faces);
 - ``fer2013/fer2013.csv`` (48x48 grayscale pixel strings, Training/PublicTest/PrivateTest);
 - ``custom/<emotion>/*.jpg``: the unseen domain, drawn in a visibly different style (photo-like
-  gradient backgrounds, hair, shoulders, softer lines, blur, stronger JPEG compression).
+  gradient backgrounds, hair, shoulders, softer lines, blur, stronger JPEG compression). A third of
+  them are *scene photos* like a phone's: the face at a random place and scale in a larger picture,
+  half of those stored sideways with an EXIF orientation (6 or 8) as a phone held upright stores
+  them, so the loaders' EXIF handling and ``emobench data faces`` meet what real photos bring.
 
 Expressions differ in brows, eyes and mouth; faces vary in skin tone, size, position, rotation,
 background and noise. Every image is a pure function of (seed, split, index).
@@ -42,6 +45,7 @@ class SampleConfig:
     fer_val_per_class: int = 20
     fer_test_per_class: int = 20
     custom_per_class: int = 30
+    custom_scene_every: int = 3  # every n-th custom image is a scene photo (0: none)
 
 
 def draw_face(emotion: str, rng: np.random.Generator, *, size: int, style: str = "lab") -> Image.Image:
@@ -147,6 +151,48 @@ def draw_face(emotion: str, rng: np.random.Generator, *, size: int, style: str =
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
+EXIF_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> how the upright picture is turned to get the stored pixels
+_STORE_TRANSPOSE = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def draw_scene(emotion: str, rng: np.random.Generator, *, size: tuple[int, int] = (320, 240)) -> tuple[Image.Image, tuple[int, int, int]]:
+    """A photo-like scene (wall, floor, furniture-ish shapes) with one face at a random place and scale.
+
+    Returns:
+        The upright RGB image and the face's (x, y, side) in its pixels.
+    """
+    width, height = size
+    wall = rng.integers(60, 230, 3)
+    floor = rng.integers(20, 140, 3)
+    horizon = int(height * rng.uniform(0.55, 0.8))
+    arr = np.empty((height, width, 3), dtype=np.float32)
+    arr[:horizon] = wall
+    arr[horizon:] = floor
+    arr *= np.linspace(1.1, 0.8, width)[None, :, None]  # light from one side
+    scene = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(scene)
+    for _ in range(int(rng.integers(2, 6))):  # shelves, frames, lamps
+        x0, y0 = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 20))
+        w, h = int(rng.integers(15, width // 3)), int(rng.integers(15, height // 3))
+        shape = d.rectangle if rng.random() < 0.6 else d.ellipse
+        shape([x0, y0, x0 + w, y0 + h], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    side = int(min(width, height) * rng.uniform(0.25, 0.6))
+    face = draw_face(emotion, rng, size=side, style="photo")
+    x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+    scene.paste(face, (x, y))
+    return scene, (x, y, side)
+
+
+def save_with_orientation(image: Image.Image, path: Path, orientation: int, *, quality: int = 85) -> None:
+    """Save ``image`` (upright) as a phone would: the sensor's pixels plus the EXIF orientation that
+    turns them upright (1: as is; 6 and 8: stored sideways)."""
+    stored = image.transpose(_STORE_TRANSPOSE[orientation]) if orientation in _STORE_TRANSPOSE else image
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = orientation
+    stored.save(path, exif=exif, quality=quality)
+
+
 def _rng(seed: int, domain: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, sum(map(ord, domain)) * 1000 + len(domain), index])
 
@@ -199,8 +245,14 @@ def generate_sample(out: str | Path, config: SampleConfig = SampleConfig()) -> d
         folder = roots["custom"] / emotion
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(config.custom_per_class):
-            face = draw_face(emotion, _rng(config.seed, f"custom-{emotion}", i), size=128, style="photo")
-            face.save(folder / f"{emotion}_{i:04d}.jpg", quality=80)
+            rng = _rng(config.seed, f"custom-{emotion}", i)
+            if config.custom_scene_every and i % config.custom_scene_every == config.custom_scene_every - 1:
+                scene, _ = draw_scene(emotion, rng, size=(320, 240) if rng.random() < 0.5 else (240, 320))
+                orientation = (1, 6, 1, 8)[(i // config.custom_scene_every) % 4]
+                save_with_orientation(scene, folder / f"{emotion}_{i:04d}.jpg", orientation, quality=80)
+            else:
+                face = draw_face(emotion, rng, size=128, style="photo")
+                face.save(folder / f"{emotion}_{i:04d}.jpg", quality=80)
 
     total = (
         len(EMOTIONS) * (config.rafdb_train_per_class + config.rafdb_test_per_class + config.fer_train_per_class
@@ -227,4 +279,4 @@ def contact_sheet(out: Path, *, seed: int = 0, size: int = 64) -> Path:
     return out
 
 
-__all__ = ["SampleConfig", "contact_sheet", "draw_face", "generate_sample"]
+__all__ = ["SampleConfig", "contact_sheet", "draw_face", "draw_scene", "generate_sample", "save_with_orientation"]

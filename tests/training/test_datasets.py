@@ -300,3 +300,19 @@ def test_info_custom_folder_with_mixed_case_extensions_and_litter(tmp_path):
     assert info["layout_reason"].startswith("every folder is an emotion")
     assert {k: v for k, v in info["class_counts"].items() if v} == {"happy": 5, "sad": 2}
     assert info["not_data"] == {"__MACOSX": 1, ".DS_Store": 3, "AppleDouble ._*": 2}
+
+
+def test_sample_custom_set_holds_scene_photos_stored_sideways(tiny_sample):
+    ds = create_dataset(tiny_sample["custom"], split="all")
+    sideways = []
+    for i, sample in enumerate(ds.samples):
+        with Image.open(sample.path) as raw:
+            orientation = raw.getexif().get(0x0112)
+            stored = raw.size
+        if orientation in (6, 8):
+            sideways.append(sample.image_id)
+            assert ds.load_image(i).size == stored[::-1]  # read upright: width and height swap back
+        elif stored != (128, 128):
+            assert ds.load_image(i).size == stored  # an upright scene photo
+    # TINY_SAMPLE has 6 images per class: images 2 and 5 are scenes, image 5 stored with orientation 6
+    assert sideways == [f"{e}/{e}_0005.jpg" for e in sorted(EMOTIONS)]
