@@ -493,6 +493,7 @@ def create_dataset(
     verify_images: bool = False,
     allow_empty_classes: bool = False,
     image_variant: str = "auto",
+    faces: bool | Any = False,
 ) -> EmotionDataset:
     """Read a dataset from a local root.
 
@@ -506,6 +507,9 @@ def create_dataset(
         verify_images: decode every image up front so a corrupt file fails now, not mid-epoch.
         allow_empty_classes: accept a split in which a class has no images (e.g. a small unseen set).
         image_variant: RAF-DB basic images, 'aligned', 'original' or 'auto' (aligned when present).
+        faces: crop each image to its face on the fly (True, or a ``training.faces.FacesConfig``):
+            the face is found once, here; an image without one is used whole and counted in
+            ``dataset.face_scan``. For photo folders; the face datasets are crops already.
 
     Raises:
         DatasetError: a subclass naming the file, line or folder at fault.
@@ -556,5 +560,9 @@ def create_dataset(
             f"{root} [{split}]: no images for class(es) {', '.join(empty)}",
             hint="add images for those classes, choose the task's classes explicitly, or allow empty classes",
         )
+    if faces:
+        from training.faces import FacesConfig, attach_face_crops
+
+        attach_face_crops(dataset, faces if isinstance(faces, FacesConfig) else FacesConfig())
     log.info("%s", dataset.summary())
     return dataset

@@ -177,3 +177,13 @@ def test_face_crop_pads_past_the_border_and_levels_the_eyes():
 ])
 def test_junk_names(name, reason):
     assert junk_reason(name) == reason
+
+
+def test_create_dataset_faces_flag(photo, tmp_path):
+    _save_with_orientation(_scene(photo), tmp_path / "sad" / "a.jpg", 6)
+    plain = create_dataset(tmp_path, allow_empty_classes=True)
+    assert plain.load_image(0).size == CANVAS and plain.face_scan is None
+    cropped = create_dataset(tmp_path, allow_empty_classes=True, faces=True)
+    assert cropped.face_scan.cropped == 1
+    w, h = cropped.load_image(0).size
+    assert w == h and 300 < w < 360  # the face box (~222 px) plus a quarter on each side
