@@ -6,17 +6,13 @@ hashes are taken over, and the artifacts' fingerprint.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def utc_now() -> str:
-    """Current UTC time as ISO 8601 with microseconds."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
+from emobench_common.names import utc_now as utc_now  # re-exported: the store's timestamps
 
 
 def canonical_json(obj: Any) -> str:
