@@ -12,6 +12,9 @@ bootstrap takes an explicit seed). Definitions, stated once so reports can quote
 - **Percentiles** use linear interpolation between order statistics (Hyndman & Fan type 7, numpy's
   default): for sorted x of length n, position ``h = (n - 1) q / 100``, value
   ``x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h])``.
+- **Order-statistic interval of a quantile**: ``[x_(l), x_(u)]`` (1-based ranks) with ``l`` and
+  ``u`` the equal-tailed quantiles of ``B ~ Binomial(n, q)``, widened until the exact coverage
+  ``P(l <= B < u)`` reaches the confidence; distribution-free, and NaN where n is too small.
 - **Standard deviation** is the sample one (n - 1 in the denominator); with one value it is NaN,
   not zero, and so is the coefficient of variation (std / mean).
 - **Bootstrap interval of a latency ratio**: percentile bootstrap of ``stat(A) / stat(B)``
@@ -84,6 +87,17 @@ class RatioInterval:
     n_resamples: int
     seed: int
     paired: bool
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class QuantileInterval:
+    """The q-quantile (0..1) of a sample with a distribution-free interval (NaN bounds when undefined)."""
+
+    q: float
+    value: float
+    low: float
+    high: float
     confidence: float = 0.95
 
 
@@ -275,3 +289,36 @@ def bootstrap_ratio_ci(
     high = float(np.quantile(ratios, 1 - alpha)) if ratios.size else math.nan
     return RatioInterval(ratio=ratio, low=low, high=high, n_resamples=n_resamples, seed=seed, paired=paired,
                          confidence=confidence)
+
+
+def order_statistic_interval(values: Sequence[float], q: float, *, confidence: float = 0.95) -> QuantileInterval:
+    """The q-quantile (0..1) of ``values`` with a distribution-free order-statistic interval.
+
+    The interval is ``[x_(l), x_(u)]`` (1-based ranks) with ``l`` and ``u`` the equal-tailed
+    binomial quantiles around ``n q``, widened until the exact coverage ``P(l <= B < u)``,
+    ``B ~ Binomial(n, q)``, reaches ``confidence``; with too few values the bounds are NaN.
+    """
+    xs = sorted(float(v) for v in values)
+    n = len(xs)
+    if n == 0:
+        raise StatsError("quantile of no values")
+    if not 0 < q < 1:
+        raise StatsError(f"quantile q must lie in (0, 1), got {q}")
+    value = percentile(xs, q * 100)
+    log_q, log_1q = math.log(q), math.log1p(-q)
+    pmf = [math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_q + (n - k) * log_1q)
+           for k in range(n + 1)]
+    cdf = [0.0]
+    for p in pmf:
+        cdf.append(cdf[-1] + p)  # cdf[k] = P(B < k)
+    alpha = (1 - confidence) / 2
+    lo = max(1, next((k for k in range(n + 1) if cdf[k + 1] > alpha), 1))
+    hi = min(n, next((k for k in range(n + 1) if cdf[k] >= 1 - alpha), n))
+    while cdf[hi] - cdf[lo] < confidence and (lo > 1 or hi < n):
+        if lo > 1 and (hi >= n or pmf[lo - 1] >= pmf[hi]):
+            lo -= 1
+        else:
+            hi += 1
+    if cdf[hi] - cdf[lo] < confidence or lo >= hi:
+        return QuantileInterval(q, value, math.nan, math.nan, confidence)
+    return QuantileInterval(q, value, xs[lo - 1], xs[hi - 1], confidence)

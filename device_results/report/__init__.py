@@ -1,7 +1,7 @@
 """Reports a person reads at a glance: Markdown and CSV tables, PNG plots, one self-contained HTML page.
 
 ``write_report(db_path, runs, out_dir)`` reads the runs from the results store
-(``model.load_report_data``), lays the numbers out as tables (``tables``) and plots (``plots``) and
+(``loading.load_report_data`` into the dataclasses of ``views``), lays the numbers out as tables (``tables``) and plots (``plots``) and
 writes, into ``out_dir``:
 
 - ``report.html``: the page (plots embedded as ``data:`` URIs, no network resources);
@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from device_results.report.model import ReportConfig, ReportData, load_report_data
+from device_results.report.loading import load_report_data
 from device_results.report.tables import build_tables, markdown_document, summary_rows, to_csv
+from device_results.report.views import ReportConfig, ReportData
 from emobench_common.errors import EmobenchError
 
 __all__ = ["ReportConfig", "ReportData", "ReportError", "ReportFiles", "load_report_data", "summary_rows",

@@ -11,8 +11,8 @@ import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from device_results.report.model import ReportData
 from device_results.report.tables import Table, to_html
+from device_results.report.views import ReportData
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1200px;padding:0 24px 48px;

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from device_results.report.model import Interval, ReportData
+from device_results.report.views import Interval, ReportData
 
 
 @dataclass(frozen=True)

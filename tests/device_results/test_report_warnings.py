@@ -12,8 +12,8 @@ import math
 
 import pytest
 
+from device_results import stats
 from device_results.report import ReportConfig, load_report_data, write_report
-from device_results.report.model import order_statistic_interval
 from device_results.store import (
     ArtifactRecord,
     CellResult,
@@ -139,6 +139,6 @@ def test_two_runs_side_by_side(synthetic_db, tmp_path):
 
 def test_order_statistic_interval_matches_textbook():
     # n = 10, median: the classic distribution-free 95% interval is [x(2), x(9)] (coverage 97.9%)
-    iv = order_statistic_interval(list(range(1, 11)), 0.5)
+    iv = stats.order_statistic_interval(list(range(1, 11)), 0.5)
     assert (iv.value, iv.low, iv.high) == (5.5, 2.0, 9.0)
-    assert math.isnan(order_statistic_interval([1.0, 2.0, 3.0], 0.5).low)  # too few values for 95%
+    assert math.isnan(stats.order_statistic_interval([1.0, 2.0, 3.0], 0.5).low)  # too few values for 95%

@@ -1,4 +1,4 @@
-"""The report's view model: everything a report shows, read from the results store into frozen dataclasses.
+"""Loading a report: read runs from the results store into the views of ``device_results.report.views``.
 
 ``load_report_data(store, run_ids, config)`` does all the reading and all the arithmetic (through
 ``device_results.stats``); the table, plot and HTML modules only lay out what it returns. Nothing
@@ -24,314 +24,34 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from device_results import stats, summary
+from device_results.report.cautions import report_warnings
+from device_results.report.cells import TargetCells, hottest, load_target_cells, mean_freq_mhz, median
+from device_results.report.views import (
+    AccuracyView,
+    AgreementView,
+    ArtifactView,
+    ClassView,
+    ExperimentRowView,
+    Interval,
+    LatencyView,
+    PairView,
+    RatioView,
+    ReportConfig,
+    ReportData,
+    RunView,
+    TargetView,
+    ThermalPoint,
+)
 from device_results.store import ResultsStore, RunRow
+from emobench_common.names import EAGER_KEY
 
 log = logging.getLogger(__name__)
 
-HOST_KINDS = ("host-cpu", "host-cuda")
 _KIND_ORDER = {"host-cpu": 0, "host-cuda": 1, "android": 2}
-EAGER_KEY = "eager-fp32"
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    """What the report calls out and how intervals are computed.
-
-    Attributes:
-        title: the page's heading.
-        cv_threshold: a (target, model) whose per-batch latency CV exceeds this is called out.
-        temp_rise_c: a target whose hottest zone rises by more than this over a run is called out.
-        freq_drop_fraction: a CPU frequency falling by more than this share during a run is called out.
-        bootstrap_resamples: resamples of every bootstrap ratio interval.
-        seed: the bootstrap seed (the same store and seed give the same report).
-        headline_format: the format whose FP32/INT8 pair fills the per-experiment table.
-    """
-
-    title: str = "emobench report"
-    cv_threshold: float = 0.15
-    temp_rise_c: float = 5.0
-    freq_drop_fraction: float = 0.10
-    bootstrap_resamples: int = 2000
-    seed: int = 0
-    headline_format: str = "executorch"
-
-
-# --- views ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A value with a 95% interval (``low``/``high`` may be NaN where undefined)."""
-
-    value: float
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class RunView:
-    run_id: str
-    label: str
-    status: str
-    status_message: str
-    created_at: str
-    finished_at: str | None
-    experiments: int
-    batch_size: int | None
-    repeats: int | None
-    warmup: int | None
-    seed: int | None
-    datasets: tuple[tuple[str, str], ...]  # (role, name)
-
-
-@dataclass(frozen=True)
-class TargetView:
-    """One target of one run. ``label`` is unique in the report (it names the run when several are shown)."""
-
-    run_id: str
-    target_id: str
-    label: str
-    kind: str
-    is_virtual: bool
-    description: tuple[tuple[str, str], ...]
-    library_versions: tuple[tuple[str, str], ...]
-    threads: int | None
-    affinity_mask: str | None
-    how_obtained: str
-    unsupported: tuple[tuple[str, str], ...]  # (model key, reason)
-    info_json: str = ""
-
-    @property
-    def is_host(self) -> bool:
-        return self.kind in HOST_KINDS
-
-    @property
-    def hardware(self) -> str:
-        """What the numbers measure: the host's CPU, its GPU, or a device (virtual ones run on the host CPU)."""
-        if self.kind == "host-cuda":
-            return "host GPU"
-        if self.kind == "host-cpu" or self.is_virtual:
-            return "host CPU"
-        return f"device {self.target_id}"
-
-
-@dataclass(frozen=True)
-class ArtifactView:
-    run_id: str
-    model_key: str
-    format: str
-    precision: str
-    quantization: str
-    size_bytes: int
-    sha256: str
-    layers_quantized: int | None
-    layers_total: int | None
-
-
-@dataclass(frozen=True)
-class LatencyView:
-    """Latency of one model on one target, over every timed repeat of every experiment."""
-
-    target: str
-    model_key: str
-    n_repeats: int
-    n_experiments: int
-    per_image_median_ms: Interval
-    per_image_p90_ms: Interval
-    per_image_mean_ms: float
-    batch_median_ms: float
-    batch_cv: float
-    per_image_ms: tuple[float, ...] = field(repr=False, default=())
-
-
-@dataclass(frozen=True)
-class RatioView:
-    """latency(target) / latency(reference) on the same artifact (same sha256)."""
-
-    target: str
-    reference: str
-    model_key: str
-    ratio: Interval
-    paired: bool
-    cross_hardware: bool
-    note: str
-
-
-@dataclass(frozen=True)
-class AccuracyView:
-    target: str
-    model_key: str
-    role: str  # 'seen', 'unseen' or 'all'
-    correct: int
-    n: int
-    accuracy: Interval
-
-
-@dataclass(frozen=True)
-class PairView:
-    """FP32 against INT8 on one target, on the same images."""
-
-    target: str
-    fp32_key: str
-    int8_key: str
-    n_images: int
-    fp32_accuracy: Mapping[str, Interval]  # by role, plus 'all'
-    int8_accuracy: Mapping[str, Interval]
-    agreement: Interval
-    only_fp32_correct: int
-    only_int8_correct: int
-    mcnemar_p: float
-    latency_ratio: Interval | None  # INT8 / FP32 median batch latency, paired by experiment
-    size_ratio: float | None
-    cross_hardware: bool = False
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class ExperimentRowView:
-    """The original study's per-experiment line: a batch, both models' accuracy and latency."""
-
-    target: str
-    fp32_key: str
-    int8_key: str
-    experiment_index: int
-    role: str
-    dataset: str
-    n_images: int
-    fp32_correct: int | None
-    int8_correct: int | None
-    fp32_batch_ms: float | None
-    int8_batch_ms: float | None
-
-
-@dataclass(frozen=True)
-class ThermalPoint:
-    """One experiment on one target: median batch latency per model and the telemetry around it."""
-
-    experiment_index: int
-    batch_ms_by_model: Mapping[str, float]
-    temp_before_c: float | None
-    temp_after_c: float | None
-    freq_before_mhz: float | None
-    freq_after_mhz: float | None
-
-
-@dataclass(frozen=True)
-class ClassView:
-    """Per-class metrics of one model on one target (``metrics`` as ``training.metrics`` returns them)."""
-
-    target: str
-    model_key: str
-    metrics: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class AgreementView:
-    """Top-1 agreement of one artifact's predictions on two targets of one run (same images)."""
-
-    model_key: str
-    target_a: str
-    target_b: str
-    agreement: Interval
-    n: int
-    max_abs_logit_diff: float | None = None
-
-
-@dataclass(frozen=True)
-class Warning_:
-    """A caution for the reader. ``kind``: cross-hardware, virtual, thermal, frequency, variability, failure."""
-
-    kind: str
-    target: str
-    message: str
-
-
-@dataclass(frozen=True)
-class ReportData:
-    """Everything the report shows."""
-
-    config: ReportConfig
-    db_path: str
-    runs: tuple[RunView, ...]
-    targets: tuple[TargetView, ...]
-    artifacts: tuple[ArtifactView, ...]
-    class_names: tuple[str, ...]
-    model_keys: tuple[str, ...]
-    latencies: tuple[LatencyView, ...]
-    ratios: tuple[RatioView, ...]
-    accuracies: tuple[AccuracyView, ...]
-    pairs: tuple[PairView, ...]
-    experiment_rows: tuple[ExperimentRowView, ...]
-    thermal: Mapping[str, tuple[ThermalPoint, ...]]
-    per_class: tuple[ClassView, ...]
-    agreements: tuple[AgreementView, ...]
-    warnings: tuple[Warning_, ...]
-    reference_target: str | None
-
-    def target(self, label: str) -> TargetView:
-        for t in self.targets:
-            if t.label == label:
-                return t
-        raise KeyError(label)
-
-    def latency(self, target: str, model_key: str) -> LatencyView | None:
-        for lat in self.latencies:
-            if lat.target == target and lat.model_key == model_key:
-                return lat
-        return None
-
-
-# --- reading --------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Cells:
-    """Everything stored for one target, grouped for the computations below."""
-
-    target: TargetView
-    batch_ms: dict[str, dict[int, list[float]]]  # model -> experiment -> repeats
-    batch_size: dict[tuple[str, int], int]
-    predictions: dict[str, dict[tuple[int, int], tuple[int, int]]]  # model -> (exp, pos) -> (label, pred)
-    failed: dict[str, list[tuple[int, str]]]
-    telemetry: dict[int, dict[str, Mapping[str, Any]]]
-
-
-def order_statistic_interval(values: Sequence[float], q: float, *, confidence: float = 0.95) -> Interval:
-    """The q-quantile (0..1) of ``values`` with a distribution-free order-statistic interval.
-
-    The interval is ``[x_(l), x_(u)]`` (1-based ranks) with ``l`` and ``u`` the equal-tailed
-    binomial quantiles around ``n q``, widened until the exact coverage ``P(l <= B < u)``,
-    ``B ~ Binomial(n, q)``, reaches ``confidence``; with too few values the bounds are NaN.
-    """
-    xs = sorted(float(v) for v in values)
-    n = len(xs)
-    if n == 0:
-        raise stats.StatsError("quantile of no values")
-    if not 0 < q < 1:
-        raise stats.StatsError(f"quantile q must lie in (0, 1), got {q}")
-    value = stats.percentile(xs, q * 100)
-    log_q, log_1q = math.log(q), math.log1p(-q)
-    pmf = [math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_q + (n - k) * log_1q)
-           for k in range(n + 1)]
-    cdf = [0.0]
-    for p in pmf:
-        cdf.append(cdf[-1] + p)  # cdf[k] = P(B < k)
-    alpha = (1 - confidence) / 2
-    lo = max(1, next((k for k in range(n + 1) if cdf[k + 1] > alpha), 1))
-    hi = min(n, next((k for k in range(n + 1) if cdf[k] >= 1 - alpha), n))
-    while cdf[hi] - cdf[lo] < confidence and (lo > 1 or hi < n):
-        if lo > 1 and (hi >= n or pmf[lo - 1] >= pmf[hi]):
-            lo -= 1
-        else:
-            hi += 1
-    if cdf[hi] - cdf[lo] < confidence or lo >= hi:
-        return Interval(value, math.nan, math.nan)
-    return Interval(value, xs[lo - 1], xs[hi - 1])
 
 
 def _describe(kind: str, info: Mapping[str, Any], is_virtual: bool) -> tuple[tuple[str, str], ...]:
@@ -409,46 +129,20 @@ def _artifact_view(run_id: str, row: Mapping[str, Any], layers: Mapping[str, tup
                         layers_quantized=quant.get("layers_quantized"), layers_total=quant.get("layers_total"))
 
 
-def _load_cells(store: ResultsStore, run_id: str, target: TargetView) -> _Cells:
-    batch_ms: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    batch_size: dict[tuple[str, int], int] = {}
-    failed: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for cell in store.rows(run_id, "cells", target_id=target.target_id):
-        if cell["status"] == "ok":
-            batch_size[(cell["model_key"], cell["experiment_index"])] = int(cell["batch_size"])
-        else:
-            failed[cell["model_key"]].append((cell["experiment_index"], cell["message"]))
-    for lat in store.rows(run_id, "latencies", target_id=target.target_id):
-        batch_ms[lat["model_key"]][lat["experiment_index"]].append(float(lat["latency_ms"]))
-    predictions: dict[str, dict[tuple[int, int], tuple[int, int]]] = defaultdict(dict)
-    for p in store.rows(run_id, "predictions", target_id=target.target_id):
-        predictions[p["model_key"]][(p["experiment_index"], p["position"])] = (int(p["label"]), int(p["prediction"]))
-    telemetry: dict[int, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-    for t in store.rows(run_id, "telemetry", target_id=target.target_id):
-        telemetry[t["experiment_index"]][t["phase"]] = {"temps": json.loads(t["temperatures_json"]),
-                                                        "freqs": json.loads(t["cpu_freqs_json"])}
-    return _Cells(target=target, batch_ms=batch_ms, batch_size=batch_size, predictions=predictions, failed=failed,
-                  telemetry=telemetry)
-
-
-def _median(values: Sequence[float]) -> float:
-    return stats.percentile(values, 50)
-
-
-def _target_ratio(num: _Cells, den: _Cells, model_key: str, config: ReportConfig, paired: bool) -> Interval | None:
+def _target_ratio(num: TargetCells, den: TargetCells, model_key: str, config: ReportConfig, paired: bool) -> Interval | None:
     """Median per-image latency of one model on ``num`` over ``den``, with a bootstrap interval.
 
     Targets of one run ran the same experiments: the per-experiment medians are resampled in pairs.
     Targets of different runs are resampled independently over every timed repeat.
     """
-    def per_image(cells: _Cells) -> dict[int, list[float]]:
+    def per_image(cells: TargetCells) -> dict[int, list[float]]:
         return {e: [ms / cells.batch_size.get((model_key, e), 1) for ms in reps]
                 for e, reps in cells.batch_ms.get(model_key, {}).items() if reps}
 
     a, b = per_image(num), per_image(den)
     if paired:
         common = sorted(set(a) & set(b))
-        xs, ys = [_median(a[e]) for e in common], [_median(b[e]) for e in common]
+        xs, ys = [median(a[e]) for e in common], [median(b[e]) for e in common]
     else:
         xs, ys = [v for vs in a.values() for v in vs], [v for vs in b.values() for v in vs]
     if not xs or not ys:
@@ -466,13 +160,13 @@ def _iv(p: stats.Proportion | stats.RatioInterval) -> Interval:
     return Interval(p.value, p.low, p.high)
 
 
-def _latency_view(cells: _Cells, row: summary.LatencyRow) -> LatencyView:
+def _latency_view(cells: TargetCells, row: summary.LatencyRow) -> LatencyView:
     """``summary``'s latency statistics plus order-statistic intervals over the raw per-image values."""
     per_exp = cells.batch_ms.get(row.model_key, {})
     per_image = [ms / cells.batch_size.get((row.model_key, exp), row.batch_size)
                  for exp, reps in sorted(per_exp.items()) for ms in reps]
-    median = order_statistic_interval(per_image, 0.5)
-    p90 = order_statistic_interval(per_image, 0.9)
+    median = stats.order_statistic_interval(per_image, 0.5)
+    p90 = stats.order_statistic_interval(per_image, 0.9)
     return LatencyView(
         target=cells.target.label, model_key=row.model_key, n_repeats=row.per_batch.n, n_experiments=len(per_exp),
         per_image_median_ms=Interval(row.per_image.median_ms, median.low, median.high),
@@ -509,58 +203,17 @@ def _fp32_twin(int8_key: str, keys: Sequence[str], formats: Mapping[str, str],
         EAGER_KEY if EAGER_KEY in keys else None)
 
 
-def _hottest(reading: Mapping[str, Any] | None) -> float | None:
-    temps = [float(v) for v in (reading or {}).get("temps", {}).values() if isinstance(v, int | float)]
-    return max(temps) if temps else None
-
-
-def _mean_freq_mhz(reading: Mapping[str, Any] | None) -> float | None:
-    freqs = [float(v) for v in (reading or {}).get("freqs", {}).values() if isinstance(v, int | float) and v > 0]
-    return sum(freqs) / len(freqs) / 1000.0 if freqs else None
-
-
-def _thermal(cells: _Cells, models: Sequence[str]) -> tuple[ThermalPoint, ...]:
+def _thermal(cells: TargetCells, models: Sequence[str]) -> tuple[ThermalPoint, ...]:
     indices = sorted({e for m in models for e in cells.batch_ms.get(m, {})} | set(cells.telemetry))
     points = []
     for exp in indices:
         tel = cells.telemetry.get(exp, {})
         points.append(ThermalPoint(
             experiment_index=exp,
-            batch_ms_by_model={m: _median(cells.batch_ms[m][exp]) for m in models if cells.batch_ms.get(m, {}).get(exp)},
-            temp_before_c=_hottest(tel.get("before")), temp_after_c=_hottest(tel.get("after")),
-            freq_before_mhz=_mean_freq_mhz(tel.get("before")), freq_after_mhz=_mean_freq_mhz(tel.get("after"))))
+            batch_ms_by_model={m: median(cells.batch_ms[m][exp]) for m in models if cells.batch_ms.get(m, {}).get(exp)},
+            temp_before_c=hottest(tel.get("before")), temp_after_c=hottest(tel.get("after")),
+            freq_before_mhz=mean_freq_mhz(tel.get("before")), freq_after_mhz=mean_freq_mhz(tel.get("after"))))
     return tuple(points)
-
-
-def _telemetry_warnings(cells: _Cells, config: ReportConfig) -> list[Warning_]:
-    out: list[Warning_] = []
-    label = cells.target.label
-    temps = [(e, t) for e in sorted(cells.telemetry)
-             for t in (_hottest(cells.telemetry[e].get("before")), _hottest(cells.telemetry[e].get("after")))
-             if t is not None]
-    if len(temps) >= 2:
-        first, peak = temps[0][1], max(t for _, t in temps)
-        if peak - first > config.temp_rise_c:
-            out.append(Warning_("thermal", label, f"{label}: the hottest zone rose from {first:.1f} C to {peak:.1f} C "
-                                f"during the run (more than {config.temp_rise_c:g} C); later experiments may be "
-                                "thermally throttled"))
-    freq_by_cpu: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for e in sorted(cells.telemetry):
-        for phase in ("before", "after"):
-            for cpu, khz in (cells.telemetry[e].get(phase) or {}).get("freqs", {}).items():
-                if isinstance(khz, int | float) and khz > 0:
-                    freq_by_cpu[cpu].append((e, float(khz)))
-    drops = []
-    for cpu, series in freq_by_cpu.items():
-        start, low = series[0][1], min(v for _, v in series)
-        if start > 0 and (start - low) / start > config.freq_drop_fraction:
-            drops.append(f"cpu{cpu} {start / 1000:.0f} -> {low / 1000:.0f} MHz" if str(cpu).isdigit()
-                         else f"{cpu} {start / 1000:.0f} -> {low / 1000:.0f} MHz")
-    if drops:
-        out.append(Warning_("frequency", label, f"{label}: CPU frequency dropped by more than "
-                            f"{config.freq_drop_fraction:.0%} during the run ({'; '.join(sorted(drops)[:6])}); "
-                            "latency may reflect throttling"))
-    return out
 
 
 def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: ReportConfig | None = None) -> ReportData:
@@ -586,7 +239,7 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
     labels = _target_labels(runs, target_rows)
 
     run_views, targets, artifacts = [], [], []
-    all_cells: list[_Cells] = []
+    all_cells: list[TargetCells] = []
     experiments_by_run: dict[str, dict[int, Mapping[str, Any]]] = {}
     class_names: tuple[str, ...] = ()
     for run in runs:
@@ -596,7 +249,7 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
         layers = _manifest_layer_counts(run.plan)
         artifacts.extend(_artifact_view(run.run_id, a, layers) for a in store.rows(run.run_id, "artifacts"))
         if not class_names:
-            class_names = tuple(run.plan.get("class_names", ()))
+            class_names = tuple((run.plan.get("input_spec") or run.plan).get("class_names", ()))
         support = defaultdict(list)
         for tm in store.rows(run.run_id, "target_models"):
             if not tm["supported"]:
@@ -612,7 +265,7 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
                 threads=row["threads"], affinity_mask=row["affinity_mask"], how_obtained=row["how_obtained"],
                 unsupported=tuple(support.get(row["target_id"], ())), info_json=row["info_json"])
             targets.append(tv)
-            all_cells.append(_load_cells(store, run.run_id, tv))
+            all_cells.append(load_target_cells(store, run.run_id, tv))
 
     formats = {a.model_key: a.format for a in artifacts}
     precisions = {a.model_key: a.precision for a in artifacts}
@@ -679,7 +332,7 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
         thermal[c.target.label] = _thermal(c, ran)
 
     pairs.extend(_cross_hardware_pairs(all_cells, model_keys, formats, precisions, artifacts, config))
-    warnings = _warnings(all_cells, targets, latencies, pairs, runs, config)
+    warnings = report_warnings(all_cells, targets, latencies, pairs, runs, config)
     return ReportData(
         config=config, db_path=str(store.path), runs=tuple(run_views), targets=tuple(targets),
         artifacts=tuple(artifacts), class_names=class_names, model_keys=model_keys, latencies=tuple(latencies),
@@ -697,7 +350,7 @@ def _headline_pair(pairs: Sequence[PairView], target: str, fmt: str, formats: Ma
     return mine[0] if mine else None
 
 
-def _experiment_rows(cells: _Cells, pair: PairView, experiments: Mapping[int, Mapping[str, Any]]) -> list[ExperimentRowView]:
+def _experiment_rows(cells: TargetCells, pair: PairView, experiments: Mapping[int, Mapping[str, Any]]) -> list[ExperimentRowView]:
     rows = []
     for index in sorted(experiments):
         exp = experiments[index]
@@ -708,7 +361,7 @@ def _experiment_rows(cells: _Cells, pair: PairView, experiments: Mapping[int, Ma
 
         def batch_ms(model: str, index: int = index) -> float | None:
             reps = cells.batch_ms.get(model, {}).get(index)
-            return _median(reps) if reps else None
+            return median(reps) if reps else None
 
         rows.append(ExperimentRowView(
             target=cells.target.label, fp32_key=pair.fp32_key, int8_key=pair.int8_key, experiment_index=index,
@@ -718,7 +371,7 @@ def _experiment_rows(cells: _Cells, pair: PairView, experiments: Mapping[int, Ma
     return rows
 
 
-def _cross_hardware_pairs(all_cells: Sequence[_Cells], model_keys: Sequence[str], formats: Mapping[str, str],
+def _cross_hardware_pairs(all_cells: Sequence[TargetCells], model_keys: Sequence[str], formats: Mapping[str, str],
                           precisions: Mapping[str, str], artifacts: Sequence[ArtifactView],
                           config: ReportConfig) -> list[PairView]:
     """The original study's comparison, FP32 on the GPU against INT8 on the CPU, labelled for what it is."""
@@ -732,8 +385,8 @@ def _cross_hardware_pairs(all_cells: Sequence[_Cells], model_keys: Sequence[str]
             fp32 = _fp32_twin(int8, [m for m in model_keys if gpu.batch_ms.get(m)], formats, precisions)
             if fp32 is None:
                 continue
-            a = {e: _median(r) for e, r in gpu.batch_ms[fp32].items() if r}
-            b = {e: _median(r) for e, r in cpu.batch_ms[int8].items() if r}
+            a = {e: median(r) for e, r in gpu.batch_ms[fp32].items() if r}
+            b = {e: median(r) for e, r in cpu.batch_ms[int8].items() if r}
             common = sorted(set(a) & set(b))
             if not common:
                 continue
@@ -748,44 +401,4 @@ def _cross_hardware_pairs(all_cells: Sequence[_Cells], model_keys: Sequence[str]
                 cross_hardware=True,
                 note="DIFFERENT HARDWARE: FP32 on the GPU against INT8 on the CPU, as the original study did. "
                      "This ratio measures the GPU against the CPU, not quantization; use the same-target rows."))
-    return out
-
-
-def _warnings(all_cells: Sequence[_Cells], targets: Sequence[TargetView], latencies: Sequence[LatencyView],
-              pairs: Sequence[PairView], runs: Sequence[RunRow], config: ReportConfig) -> list[Warning_]:
-    out: list[Warning_] = []
-    for t in targets:
-        if t.is_virtual:
-            out.append(Warning_("virtual", t.label, f"{t.label} is a VIRTUAL device: an ADB endpoint whose runner "
-                                "executes on the host CPU. Its latencies are host latencies, not a phone's."))
-    for p in pairs:
-        if p.cross_hardware:
-            out.append(Warning_("cross-hardware", p.target, f"{p.target}: {p.note}"))
-    if any(t.kind == "android" and not t.is_virtual for t in targets) and any(t.is_host for t in targets):
-        out.append(Warning_("cross-hardware", "", "Phone/host latency ratios compare different hardware running "
-                            "the same artifact; they measure the device, not the model."))
-    for c in all_cells:
-        out.extend(_telemetry_warnings(c, config))
-        for model, fails in sorted(c.failed.items()):
-            first = fails[0][1].splitlines()[0] if fails[0][1] else "no message"
-            out.append(Warning_("failure", c.target.label, f"{c.target.label}: {model} failed in {len(fails)} "
-                                f"experiment(s) (first: {first[:200]})"))
-        by_reason: dict[str, list[str]] = defaultdict(list)
-        for model, reason in c.target.unsupported:
-            by_reason[reason].append(model)
-        for reason, models in by_reason.items():
-            out.append(Warning_("unsupported", c.target.label, f"{c.target.label}: {', '.join(models)} did not run "
-                                f"here: {reason}"))
-    noisy: dict[str, list[str]] = defaultdict(list)
-    for lat in latencies:
-        if math.isfinite(lat.batch_cv) and lat.batch_cv > config.cv_threshold:
-            noisy[lat.target].append(f"{lat.model_key} {lat.batch_cv:.2f}")
-    for target, items in noisy.items():
-        out.append(Warning_("variability", target, f"{target}: latency varies a lot (CV above "
-                            f"{config.cv_threshold:.2f}: {', '.join(items)}); read the medians, and check for other "
-                            "load on the machine"))
-    for run in runs:
-        if run.status != "complete":
-            out.append(Warning_("failure", "", f"run {run.run_id} is {run.status}"
-                                + (f" ({run.status_message})" if run.status_message else "")))
     return out
