@@ -8,6 +8,10 @@ INT8 uses ``XNNPACKQuantizer`` with per-channel symmetric weights: ``dynamic`` q
 at run time (no calibration; XNNPACK then quantizes Linear and non-depthwise Conv2d, depthwise stays
 FP32), ``static`` observes activations on real calibration images (the mode ExecuTorch recommends for
 CNNs). The quantization report counts layers in the converted graph that is lowered into the file.
+
+Beside each ``.pte`` goes its ETRecord (``<name>.etrecord``, recorded in the artifact's
+``details["etrecord"]``): the edge program with debug handles and the delegate map that ExecuTorch's
+``Inspector`` needs to tie an ETDump's per-operator times back to the model's modules.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ def export(ctx: ExportContext, precision: str, mode: str | None) -> list[Artifac
         program = _export_program(quantized, example)
     edge = _lower(program)
     details = _delegation_summary(edge)
-    path = _save(_to_buffer(edge), staged_path(ctx, FORMAT, precision, mode))
+    executorch_program = edge.to_executorch()
+    path = _save(bytes(executorch_program.buffer), staged_path(ctx, FORMAT, precision, mode))
+    details["etrecord"] = _save_etrecord(executorch_program, path.with_suffix(".etrecord"))
     return [make_artifact(ctx, fmt=FORMAT, precision=precision, mode=mode, path=path,
                           runtime="executorch.runtime (XNNPACK)", started=started, quantization=report,
                           details=details)]
@@ -89,7 +95,7 @@ def _lower(program):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], generate_etrecord=True)
 
 
 def _delegation_summary(edge) -> dict:
@@ -108,8 +114,13 @@ def _delegation_summary(edge) -> dict:
     return {"xnnpack_delegate_calls": delegates, "ops_outside_delegate": dict(sorted(left.items()))}
 
 
-def _to_buffer(edge) -> bytes:
-    return bytes(edge.to_executorch().buffer)
+def _save_etrecord(executorch_program, path: Path) -> dict:
+    """Write the program's ETRecord to ``path``; returns the manifest entry (name relative to the .pte)."""
+    from emobench_common.fileio import sha256_file
+
+    etrecord = executorch_program.get_etrecord()
+    etrecord.save(str(path))
+    return {"path": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
 
 
 def _save(buffer: bytes, path: Path) -> Path:

@@ -1,9 +1,11 @@
 """Running a file on the virtual device: what happens when argv[0] names a path in the sandbox.
 
-The virtual device runs no host process: a file that starts with the built-in runner's marker
-(``RUNNER_STUB_MAGIC``) runs the host implementation of ExecuTorch's ``executor_runner``
-(:mod:`android_bench.virtual.runner`); an ELF binary or a script is refused with the status a
-phone's shell gives (126), a missing file with 127.
+A file that starts with the built-in runner's marker (``RUNNER_STUB_MAGIC``) runs the Python
+stand-in for ExecuTorch's ``executor_runner`` (:mod:`android_bench.virtual.runner`); an ELF binary
+for the host's machine runs as a real host process (:mod:`android_bench.virtual.native_exec`:
+in a bubblewrap mount namespace where installed, else with its paths mapped into the sandbox), an
+ELF of another machine is refused with status 126 as a phone's shell refuses it; a script is
+refused with 126, a missing file gives 127.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ def exec_file(node: Node, path: str, argv: list[str], ctx: Ctx) -> int:
     if head == RUNNER_STUB_MAGIC:
         return run_executor_runner(argv, ctx)
     if head.startswith(b"\x7fELF"):
-        ctx.err(f"{SH}: {path}: the emobench virtual device runs on the host CPU and cannot execute "
-                f"binaries; run its built-in runner {ctx.state.profile.runner_path} instead")
-        return 126
+        # A real executable (e.g. emobench's native executor_runner): a host process (H4, issue 13).
+        from android_bench.virtual.native_exec import run_native
+
+        return run_native(host, path, argv, ctx)
     ctx.err(f"{SH}: {path}: running script files is not supported by the virtual device")
     return 126

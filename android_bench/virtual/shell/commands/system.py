@@ -53,8 +53,14 @@ def _taskset(argv: list[str], ctx: Ctx) -> int:
     if len(args) < 2 or not re.fullmatch(r"(0x)?[0-9a-fA-F]+", args[0]):
         ctx.err("usage: taskset MASK COMMAND...")
         return 1
-    # The mask is accepted as on a phone; the virtual device's commands run in the server process.
-    return Shell.for_command(ctx).exec_argv(args[1:], ctx)
+    # Built-in commands run in the server process and ignore the mask; a real executable started
+    # from here (android_bench.virtual.native_exec) is pinned to it (H4, issue 13).
+    from dataclasses import replace
+
+    from android_bench.virtual.native_exec import CPU_MASK_ENV
+
+    pinned = replace(ctx, env={**ctx.env, CPU_MASK_ENV: args[0].removeprefix("0x")})
+    return Shell.for_command(pinned).exec_argv(args[1:], pinned)
 
 
 @command("uname")
