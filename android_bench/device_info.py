@@ -8,14 +8,24 @@ not expose is left ``None``/empty rather than guessed.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from android_bench.device import Device
+from android_bench.adb.commands import ShellResult
 
 _CPU_DIR = "/sys/devices/system/cpu"
 _THERMAL_DIR = "/sys/class/thermal"
+
+
+class ShellDevice(Protocol):
+    """What describing a device needs of it (every :class:`android_bench.device.Device` has it)."""
+
+    serial: str
+
+    def shell(self, args: Sequence[str] | str, *, timeout_s: float = 60, check: bool = True) -> ShellResult: ...
+
+    def getprop(self, name: str | None = None) -> str | dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ class DeviceInfo:
             parts = [p for p in (self.board_platform, self.hardware) if p]
         return " ".join(parts)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
         data = asdict(self)
         data["abis"] = list(self.abis)
@@ -67,7 +77,7 @@ class DeviceInfo:
         return data
 
 
-def _grep_files(device: Device, patterns: list[str]) -> dict[str, str]:
+def _grep_files(device: ShellDevice, patterns: list[str]) -> dict[str, str]:
     """path -> first line, for readable files matching shell globs (unreadable ones are skipped)."""
     # The globs are constants of ours and must stay unquoted for the device shell to expand them.
     result = device.shell("grep -Hs . " + " ".join(patterns), check=False, timeout_s=20)
@@ -106,7 +116,7 @@ def _millideg_to_c(raw: str) -> float | None:
     return value / 1000.0 if abs(value) >= 1000 else float(value)
 
 
-def read_temperatures_c(device: Device) -> dict[str, float]:
+def read_temperatures_c(device: ShellDevice) -> dict[str, float]:
     """Thermal-zone temperatures in degrees C, keyed ``<zone type>`` (or ``thermal_zoneN``)."""
     files = _grep_files(device, [f"{_THERMAL_DIR}/thermal_zone*/type", f"{_THERMAL_DIR}/thermal_zone*/temp"])
     temps: dict[str, float] = {}
@@ -123,7 +133,7 @@ def read_temperatures_c(device: Device) -> dict[str, float]:
     return temps
 
 
-def read_cpu_freqs_khz(device: Device) -> dict[int, int]:
+def read_cpu_freqs_khz(device: ShellDevice) -> dict[int, int]:
     """Current frequency of each online core in kHz (``scaling_cur_freq``), keyed by core number."""
     files = _grep_files(device, [f"{_CPU_DIR}/cpu[0-9]*/cpufreq/scaling_cur_freq"])
     freqs: dict[int, int] = {}
@@ -135,7 +145,7 @@ def read_cpu_freqs_khz(device: Device) -> dict[int, int]:
     return dict(sorted(freqs.items()))
 
 
-def _battery(device: Device) -> tuple[int | None, float | None]:
+def _battery(device: ShellDevice) -> tuple[int | None, float | None]:
     result = device.shell(["dumpsys", "battery"], check=False, timeout_s=20)
     if result.exit_status != 0:
         return None, None
@@ -145,7 +155,7 @@ def _battery(device: Device) -> tuple[int | None, float | None]:
             int(temp.group(1)) / 10.0 if temp else None)  # tenths of a degree
 
 
-def _ram_bytes(device: Device) -> int | None:
+def _ram_bytes(device: ShellDevice) -> int | None:
     result = device.shell(["cat", "/proc/meminfo"], check=False, timeout_s=20)
     m = re.search(r"^MemTotal:\s*(\d+)\s*kB", result.stdout, re.MULTILINE)
     return int(m.group(1)) * 1024 if m else None
@@ -156,7 +166,7 @@ def _is_virtual(props: dict[str, str]) -> bool:
             or props.get("ro.boot.qemu") == "1" or props.get("ro.hardware", "") in ("ranchu", "goldfish", "cutf_cvm"))
 
 
-def collect_device_info(device: Device) -> DeviceInfo:
+def collect_device_info(device: ShellDevice) -> DeviceInfo:
     """Ask the device for everything in :class:`DeviceInfo`."""
     props = device.getprop()
     assert isinstance(props, dict)
