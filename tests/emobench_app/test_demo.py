@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -30,7 +32,11 @@ def test_quick_demo_runs_every_stage(quick_demo):
     assert result.checkpoint.is_file() and result.manifest.is_file() and result.report_html.is_file()
     assert (cfg.out_dir / "evaluate" / "seen-test" / "confusion_matrix.png").is_file()
     assert (cfg.out_dir / "evaluate" / "unseen-custom" / "per_class.png").is_file()
-    assert 0.0 <= result.test_accuracy <= 1.0
+    # the accuracy reported is the one the evaluation stored, and it is what its confusion matrix says
+    metrics = json.loads((cfg.out_dir / "evaluate" / "seen-test" / "metrics.json").read_text())
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.sum() == metrics["num_samples"] > 0
+    assert result.test_accuracy == pytest.approx(metrics["accuracy"]) == pytest.approx(np.trace(cm) / cm.sum())
     # the virtual device was a target, is marked virtual, and ran every ExecuTorch model
     virtual = [t for t in result.targets if t.startswith("android:127.0.0.1:")]
     assert result.targets[0] == "host-cpu" and len(virtual) == 1

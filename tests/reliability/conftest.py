@@ -5,7 +5,12 @@ fixture); ``pytest_terminal_summary`` prints one line per category from those co
 
     faults: 9 tried, 9 survived, 0 rows lost
     bad inputs: 420 cases, 420 refused clearly
-    security: 31 attacks tried, 31 refused, 0 got through
+    security: 31 hostile inputs tried, 31 refused, 0 got through
+    security hygiene: 5 checks, 5 held
+
+The security line counts hostile inputs only (a pickle payload, an escaping path, a shell
+metacharacter, an unknown key); static scans and hygiene checks (key permissions, the listening
+address, no ``shell=True`` in the sources) have their own line. An input that got through is named.
 
 The numbers are counted as the tests run (a partial run prints partial counts); nothing is a constant.
 """
@@ -26,6 +31,8 @@ class Tally:
     bad_inputs: Counter = field(default_factory=Counter)
     security: Counter = field(default_factory=Counter)
     bad_input_kinds: Counter = field(default_factory=Counter)
+    got_through: list[str] = field(default_factory=list)
+    hygiene: Counter = field(default_factory=Counter)
 
     def bad_input(self, kind: str, outcome: str) -> None:
         """One generated input of ``kind``: ``refused`` (a clear EmobenchError), ``valid`` (it was good input
@@ -40,10 +47,18 @@ class Tally:
         self.faults["rows_lost"] += rows_lost
         self.faults["rows_duplicated"] += rows_duplicated
 
-    def attack(self, *, refused: bool) -> None:
-        """One hostile input (pickle payload, path escape, shell metacharacters...) and whether it was stopped."""
+    def attack(self, what: str, *, refused: bool) -> None:
+        """One hostile input (pickle payload, path escape, shell metacharacters...) and whether it was
+        stopped; record it BEFORE asserting, so an input that got through is counted and named."""
         self.security["tried"] += 1
         self.security["refused"] += int(refused)
+        if not refused:
+            self.got_through.append(what)
+
+    def check(self, *, held: bool) -> None:
+        """One security hygiene check or static scan (no hostile input involved) and whether it held."""
+        self.hygiene["checks"] += 1
+        self.hygiene["held"] += int(held)
 
     def lines(self) -> list[str]:
         out = []
@@ -65,8 +80,13 @@ class Tally:
             out.append("  by parser: " + ", ".join(f"{k} {n}" for k, n in sorted(self.bad_input_kinds.items())))
         if self.security["tried"]:
             s = self.security
-            out.append(f"security: {s['tried']} attacks tried, {s['refused']} refused, "
-                       f"{s['tried'] - s['refused']} got through")
+            out.append(f"security: {s['tried']} hostile inputs tried, {s['refused']} refused, "
+                       f"{len(self.got_through)} got through")
+            if self.got_through:
+                out.append("  got through: " + "; ".join(self.got_through))
+        if self.hygiene["checks"]:
+            h = self.hygiene
+            out.append(f"security hygiene: {h['checks']} checks, {h['held']} held")
         return out
 
 

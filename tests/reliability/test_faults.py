@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -169,8 +170,8 @@ def compare(got: dict[str, list[tuple]], expected: dict[str, list[tuple]]) -> tu
 
 
 @pytest.fixture(scope="module")
-def reference(manifest, tiny_sample, key, tmp_path_factory) -> dict[str, list[tuple]]:
-    """The rows of an undisturbed run."""
+def reference_run(manifest, tiny_sample, key, tmp_path_factory) -> tuple[Path, str, dict[str, list[tuple]]]:
+    """An undisturbed run: its database, run id and rows."""
     base = tmp_path_factory.mktemp("reference")
     rig = Rig(base / "device", key)
     try:
@@ -183,7 +184,40 @@ def reference(manifest, tiny_sample, key, tmp_path_factory) -> dict[str, list[tu
         rig.stop()
     assert len(rows["predictions"]) == EXPERIMENTS * len(MODELS) * EXPORT_BATCH
     assert len(rows["cells"]) == EXPERIMENTS * len(MODELS) == len(rows["latencies"])
-    return rows
+    return base / "r.db", result.run_id, rows
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run) -> dict[str, list[tuple]]:
+    """The rows of an undisturbed run."""
+    return reference_run[2]
+
+
+_ITERATION_LINE = re.compile(r"Iteration (\d+) of (\d+): ([0-9.]+) ms")
+
+
+def test_stored_latencies_are_the_runner_log_lines_saved_for_the_cell(reference_run):
+    """Every latency stored for a device cell is the runner's own timing line in the log saved for that
+    cell, after the warm-up iterations, in order; read here with a regex of its own, not the parser."""
+    db, run_id, _ = reference_run
+    conn = sqlite3.connect(db)
+    try:
+        cells = conn.execute("SELECT target_id, experiment_index, model_key, warmup, repeats, log_path FROM cells "
+                             "WHERE run_id = ? AND status = 'ok' ORDER BY 2, 3", (run_id,)).fetchall()
+        assert len(cells) == EXPERIMENTS * len(MODELS)
+        for target_id, experiment, model, warmup, repeats, log_path in cells:
+            stored = [ms for (ms,) in conn.execute(
+                "SELECT latency_ms FROM latencies WHERE run_id = ? AND target_id = ? AND experiment_index = ? "
+                "AND model_key = ? ORDER BY repeat_index", (run_id, target_id, experiment, model))]
+            text = Path(log_path).read_text()
+            assert f"exp_{experiment:03d}" in text and "--num_executions" in text  # the log of this very cell
+            logged = [(int(i), int(n), float(ms)) for i, n, ms in _ITERATION_LINE.findall(text)]
+            executions = warmup + repeats
+            assert [(i, n) for i, n, _ in logged] == [(i, executions) for i in range(1, executions + 1)], log_path
+            assert len(stored) == repeats
+            assert stored == pytest.approx([ms for _, _, ms in logged[warmup:]], rel=1e-9, abs=1e-9), log_path
+    finally:
+        conn.close()
 
 
 def options_for(key: Path, hooks: list, devices: list, **kw) -> RunOptions:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
@@ -95,10 +96,10 @@ def test_payload_control_runs_when_loaded_unsafely(tmp_path):
         assert marker.is_file()
 
 
-def _assert_refused(tally, result, marker: Path, *, exit_code: int = 1) -> None:
+def _assert_refused(tally, what: str, result, marker: Path, *, exit_code: int = 1) -> None:
     refused = (result.exit_code == exit_code and "weights_only=True" in result.output
                and "Traceback" not in result.output and not marker.exists())
-    tally.attack(refused=refused)
+    tally.attack(what, refused=refused)
     assert result.exit_code == exit_code, result.output
     assert "pickled Python objects" in result.output and "weights_only=True" in result.output, result.output
     assert "Traceback" not in result.output
@@ -112,10 +113,15 @@ def test_load_checkpoint_refuses_pickle_payloads(tmp_path, tally, payload, where
     marker = tmp_path / "PWNED"
     path = _evil_checkpoint(tmp_path / "c.pt", marker, payload=payload, where=where)
     for loader in (load_checkpoint, load_checkpoint_dict):
-        with pytest.raises(CheckpointError, match="weights_only=True") as info:
+        try:
             loader(path)
-        assert str(path) in info.value.message
-        tally.attack(refused=not marker.exists())
+            error = None
+        except CheckpointError as exc:
+            error = exc
+        refused = error is not None and "weights_only=True" in error.message and not marker.exists()
+        tally.attack(f"{payload.__name__} in the checkpoint's {where} through {loader.__name__}", refused=refused)
+        assert error is not None, f"{loader.__name__} loaded a checkpoint carrying a pickle payload"
+        assert "weights_only=True" in error.message and str(path) in error.message
     assert not marker.exists()
 
 
@@ -131,20 +137,20 @@ def test_train_resume_refuses_payload(tmp_path, tally, tiny_sample, evil):
     last = path.with_name("last.pt")
     path.rename(last)
     result = _train(tmp_path, tiny_sample, "--resume", str(last))
-    _assert_refused(tally, result, marker)
+    _assert_refused(tally, "checkpoint payload through train --resume", result, marker)
 
 
 def test_train_init_from_refuses_payload(tmp_path, tally, tiny_sample, evil):
     path, marker = evil
     result = _train(tmp_path, tiny_sample, "--init-from", str(path))
-    _assert_refused(tally, result, marker)
+    _assert_refused(tally, "checkpoint payload through train --init-from", result, marker)
 
 
 def test_train_pretrained_file_refuses_payload(tmp_path, tally, tiny_sample, evil):
     path, marker = evil
     result = _train(tmp_path, tiny_sample, "--pretrained-file", str(path))
     refused = result.exit_code == 1 and "Traceback" not in result.output and not marker.exists()
-    tally.attack(refused=refused)
+    tally.attack("checkpoint payload through train --pretrained-file", refused=refused)
     assert refused, result.output
     assert "weights_only" in result.output or "pickle" in result.output.lower(), result.output
 
@@ -152,20 +158,20 @@ def test_train_pretrained_file_refuses_payload(tmp_path, tally, tiny_sample, evi
 def test_evaluate_refuses_payload(tally, tiny_sample, evil):
     path, marker = evil
     result = CliRunner().invoke(cli, ["evaluate", str(path), "--data", str(tiny_sample["rafdb"])])
-    _assert_refused(tally, result, marker)
+    _assert_refused(tally, "checkpoint payload through evaluate", result, marker)
 
 
 def test_export_refuses_payload(tmp_path, tally, tiny_sample, evil):
     path, marker = evil
     result = CliRunner().invoke(cli, ["export", str(path), "--out", str(tmp_path / "export"), "--formats", "onnx",
                                       "--eval-data", str(tiny_sample["rafdb"])])
-    _assert_refused(tally, result, marker)
+    _assert_refused(tally, "checkpoint payload through export", result, marker)
     assert not (tmp_path / "export" / "manifest.json").exists()
 
 
 def test_demo_refuses_a_planted_checkpoint(tmp_path, tally, tiny_sample, evil):
     """The demo reuses a finished stage's checkpoint: a file swapped in there is refused too."""
-    from device_results import demo
+    from emobench_app import demo
     from emobench_common.errors import EmobenchError
     from emobench_common.fileio import atomic_write_json
 
@@ -175,44 +181,89 @@ def test_demo_refuses_a_planted_checkpoint(tmp_path, tally, tiny_sample, evil):
     for stage, result in (("data", data), ("train", {"checkpoint": str(path), "run_dir": str(path.parent),
                                                      "pretrained": False, "note": "planted", "steps": 1})):
         atomic_write_json(demo._marker(cfg.out_dir, stage), {"settings": cfg.stage_settings(stage), "result": result})
-    with pytest.raises(EmobenchError, match="weights_only=True") as info:
+    try:
         demo.run_demo(cfg)
-    tally.attack(refused=not marker.exists())
-    assert str(path) in info.value.message and not marker.exists()
+        error = None
+    except EmobenchError as exc:
+        error = exc
+    refused = error is not None and "weights_only=True" in error.message and not marker.exists()
+    tally.attack("checkpoint planted in a finished demo stage", refused=refused)
+    assert error is not None, "the demo ran on a checkpoint carrying a pickle payload"
+    assert "weights_only=True" in error.message and str(path) in error.message and not marker.exists()
 
 
 # ------------------------------------------------------------------------------- manifest paths
 
 
-def _manifest_dict(artifact_path: str) -> dict:
+def _manifest_dict(artifact_path: str, target: Path | None = None) -> dict:
+    """The test manifest with one artifact at ``artifact_path``, whose size and sha256 are those of
+    ``target`` (the file the path would reach): were the path guard gone, the checksum would pass and
+    the manifest would load, so only the guard can refuse it."""
+    from emobench_common.fileio import sha256_file
     from tests.reliability.test_bad_inputs import MANIFEST
 
     obj = copy.deepcopy(MANIFEST)
     obj["artifacts"][0]["path"] = artifact_path
+    if target is not None and target.is_file():
+        obj["artifacts"][0]["size_bytes"] = target.stat().st_size
+        obj["artifacts"][0]["sha256"] = sha256_file(target)
     return obj
+
+
+def _load_or_error(manifest_path: Path, **kwargs):
+    from export.errors import ManifestError
+    from export.manifest import load_manifest
+
+    try:
+        return load_manifest(manifest_path, **kwargs), None
+    except ManifestError as exc:
+        return None, exc
+
+
+ESCAPE_GUARD = "escapes the manifest's folder; refused"
+OUTSIDE_GUARD = "outside"
 
 
 @pytest.mark.parametrize("artifact_path", ["../outside.pte", "/etc/passwd", "sub/../../outside.pte",
                                            "..\\outside.pte", ".", "sub/./../../../outside.pte"])
 def test_manifest_path_escapes_are_refused(tmp_path, tally, artifact_path):
+    folder = tmp_path / "a" / "export"
+    (folder / "sub").mkdir(parents=True)
+    payload = b"x" * 1000
+    # every place an escaping path could reach holds a file whose size and sha256 the manifest records
+    for place in (tmp_path / "outside.pte", tmp_path / "a" / "outside.pte", folder / "..\\outside.pte"):
+        place.write_bytes(payload)
+    target = Path("/etc/passwd") if artifact_path == "/etc/passwd" else tmp_path / "outside.pte"
+    source = str(folder / "manifest.json")
+    # the path guard itself (load_manifest's schema refuses most of these before it is reached)
     from export.errors import ManifestError
-    from export.manifest import load_manifest
+    from export.manifest import safe_artifact_path
 
-    folder = tmp_path / "export"
-    folder.mkdir()
-    (tmp_path / "outside.pte").write_bytes(b"x" * 1000)
-    (folder / "manifest.json").write_text(json.dumps(_manifest_dict(artifact_path)))
-    with pytest.raises(ManifestError) as info:
-        load_manifest(folder / "manifest.json", verify_files=True)
-    tally.attack(refused=True)
-    assert str(folder / "manifest.json") in info.value.message
+    try:
+        reached = safe_artifact_path(folder, artifact_path, source=source)
+        guard_error = None
+    except ManifestError as exc:
+        reached, guard_error = None, exc
+    tally.attack(f"artifact path {artifact_path!r} given to the path guard",
+                 refused=guard_error is not None and ESCAPE_GUARD in guard_error.message)
+    assert guard_error is not None, f"the path guard let {artifact_path!r} through to {reached}"
+    assert guard_error.message == f"{source}: artifact path {artifact_path!r} {ESCAPE_GUARD}"
+    # and the whole loader, with a size and sha256 that would pass
+    (folder / "manifest.json").write_text(json.dumps(_manifest_dict(artifact_path, target)))
+    manifest, error = _load_or_error(folder / "manifest.json", verify_files=True)
+    refused = error is not None and repr(artifact_path) in error.message and "sha256" not in error.message
+    tally.attack(f"manifest artifact path {artifact_path!r}", refused=refused)
+    assert error is not None, f"a manifest with artifact path {artifact_path!r} was loaded"
+    assert source in error.message and repr(artifact_path) in error.message and "sha256" not in error.message
+    # control: the same size and sha256 at a path inside the folder load fine, so the checksum is right
+    (folder / "inside.pte").write_bytes(target.read_bytes() if target.is_file() else payload)
+    (folder / "manifest.json").write_text(json.dumps(_manifest_dict("inside.pte", target)))
+    manifest, error = _load_or_error(folder / "manifest.json", verify_files=True)
+    assert error is None and manifest.artifacts[0].path == folder / "inside.pte"
 
 
 @pytest.mark.parametrize("link", ["file", "folder"])
 def test_manifest_symlinks_pointing_outside_are_refused(tmp_path, tally, link):
-    from export.errors import ManifestError
-    from export.manifest import load_manifest
-
     folder = tmp_path / "export"
     folder.mkdir()
     outside = tmp_path / "elsewhere"
@@ -224,16 +275,18 @@ def test_manifest_symlinks_pointing_outside_are_refused(tmp_path, tally, link):
     else:
         (folder / "sub").symlink_to(outside, target_is_directory=True)
         rel = "sub/m.pte"
-    (folder / "manifest.json").write_text(json.dumps(_manifest_dict(rel)))
-    with pytest.raises(ManifestError, match="outside") as info:
-        load_manifest(folder)
-    tally.attack(refused=True)
-    assert rel in info.value.message
+    (folder / "manifest.json").write_text(json.dumps(_manifest_dict(rel, outside / "m.pte")))
+    _, error = _load_or_error(folder / "manifest.json", verify_files=True)
+    refused = error is not None and OUTSIDE_GUARD in error.message and str(outside.resolve()) in error.message
+    tally.attack(f"manifest artifact through a {link} symlink out of the folder", refused=refused)
+    assert error is not None, f"a manifest whose artifact is a {link} symlink out of its folder was loaded"
+    assert f"artifact path {rel!r} resolves to" in error.message and "outside" in error.message, error.message
     # a symlink that stays inside the folder is fine
-    (folder / "real.pte").write_bytes(b"y")
+    (folder / "real.pte").write_bytes(b"x" * 1000)
     (folder / "inside.pte").symlink_to(folder / "real.pte")
-    (folder / "manifest.json").write_text(json.dumps(_manifest_dict("inside.pte")))
-    assert load_manifest(folder).artifacts[0].path == folder / "inside.pte"
+    (folder / "manifest.json").write_text(json.dumps(_manifest_dict("inside.pte", folder / "real.pte")))
+    manifest, error = _load_or_error(folder / "manifest.json", verify_files=True)
+    assert error is None and manifest.artifacts[0].path == folder / "inside.pte"
 
 
 # ------------------------------------------------------------------------------- device shell quoting
@@ -294,7 +347,7 @@ def test_hostile_file_names_push_and_run_nothing_else(tmp_path, tally, virtual_d
             assert not _echoed_marker(result.stdout + result.stderr)
             assert dev.exists(f"{remote}.out-0.bin")
             strays = _sandbox_strays(virtual_device.root) + sorted(str(p) for p in tmp_path.glob("PWNED*"))
-            tally.attack(refused=not strays)
+            tally.attack(f"file name {name!r} on the device ({protocol} shell)", refused=not strays)
             assert not strays, f"{name!r} ran something: {strays}"
         listing = dev.shell(["ls", f"{TMP}/hostile dir;x"]).stdout.splitlines()
         assert set(HOSTILE_NAMES) <= set(listing)
@@ -336,7 +389,7 @@ def test_virtual_device_listens_on_loopback_only(tmp_path, tally, adb_key):
             for host in others - {"127.0.0.1"}:
                 with pytest.raises(OSError), socket.create_connection((host, vd.port), timeout=2):
                     pass
-            tally.attack(refused=addresses == {"0100007F"})
+            tally.check(held=addresses == {"0100007F"})
 
 
 def test_unknown_key_is_refused_when_auth_is_on(tmp_path, tally, virtual_device):
@@ -344,9 +397,14 @@ def test_unknown_key_is_refused_when_auth_is_on(tmp_path, tally, virtual_device)
     from android_bench.keys import ensure_adb_key
 
     stranger = ensure_adb_key(tmp_path / "stranger" / "adbkey", create=True)
-    with pytest.raises(DeviceAuthError, match="refused|did not accept"):
-        connect(virtual_device.address, adb_key=stranger, auth_timeout_s=10)
-    tally.attack(refused=True)
+    try:
+        connect(virtual_device.address, adb_key=stranger, auth_timeout_s=10).close()
+        error = None
+    except DeviceAuthError as exc:
+        error = exc
+    tally.attack("an adb key the device does not trust", refused=error is not None)
+    assert error is not None, "the virtual device accepted a key it was never given"
+    assert re.search("refused|did not accept", str(error)), str(error)
 
 
 # ------------------------------------------------------------------------------- adb keys
@@ -359,7 +417,7 @@ def test_new_adb_key_is_private(tmp_path, tally):
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) & 0o077 == 0
     assert Path(f"{key}.pub").read_text().split()[0]  # the public half exists
-    tally.attack(refused=stat.S_IMODE(key.stat().st_mode) == 0o600)
+    tally.check(held=stat.S_IMODE(key.stat().st_mode) == 0o600)
 
 
 def test_loose_existing_key_gets_a_warning(tmp_path, tally, caplog):
@@ -372,7 +430,7 @@ def test_loose_existing_key_gets_a_warning(tmp_path, tally, caplog):
     key.chmod(0o644)
     ensure_adb_key(key)
     warned = [r for r in caplog.records if "readable by other users" in r.getMessage() and "chmod 600" in r.getMessage()]
-    tally.attack(refused=bool(warned))
+    tally.check(held=bool(warned))
     assert warned
 
 
@@ -386,7 +444,7 @@ def test_tests_never_touch_the_real_android_folder(tally):
                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                            check=True).stdout.strip()
     inside = [p for p in (here, Path(child)) if real in p.parents]
-    tally.attack(refused=not inside)
+    tally.check(held=not inside)
     assert not inside, f"a default adb key path points into the real {real}: {inside}"
 
 
@@ -438,5 +496,5 @@ def test_no_host_subprocess_through_a_shell(tally):
     found = []
     for path in files:
         found += shell_uses(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
-    tally.attack(refused=not found)
+    tally.check(held=not found)
     assert not found, "host shell use (build an argv list instead):\n" + "\n".join(found)
