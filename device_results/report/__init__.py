@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from device_results.report.devices import device_tables
 from device_results.report.loading import load_report_data
 from device_results.report.tables import build_tables, markdown_document, summary_rows, to_csv
 from device_results.report.views import ReportConfig, ReportData
@@ -88,7 +89,7 @@ def write_report_from_data(data: ReportData, out_dir: str | os.PathLike[str]) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tables = build_tables(data)
+        tables = build_tables(data) + device_tables(data)
         plots = write_plots(data, stage)
         csv_files = []
         for t in tables:

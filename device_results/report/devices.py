@@ -50,7 +50,9 @@ def cpu_set(target: TargetView) -> str:
 
 
 def _devices(data: ReportData) -> Table:
-    rows, raw, flagged = [], [], []
+    rows: list[tuple[str, ...]] = []
+    raw: list[tuple[object, ...]] = []
+    flagged: list[int] = []
     for t in data.targets:
         if t.is_virtual:
             flagged.append(len(rows))
@@ -89,7 +91,9 @@ def rank_devices(latencies: Sequence[LatencyView]) -> list[tuple[int, LatencyVie
 
 
 def _ranking(data: ReportData) -> Table:
-    rows, raw, flagged = [], [], []
+    rows: list[tuple[str, ...]] = []
+    raw: list[tuple[object, ...]] = []
+    flagged: list[int] = []
     for model in data.model_keys:
         ranked = rank_devices([lat for lat in data.latencies if lat.model_key == model])
         if len(ranked) < 2:
@@ -139,7 +143,9 @@ def _verdict(iv: Interval) -> str:
 
 
 def _int8(data: ReportData) -> Table:
-    rows, raw, flagged = [], [], []
+    rows: list[tuple[str, ...]] = []
+    raw: list[tuple[object, ...]] = []
+    flagged: list[int] = []
     for p in data.pairs:
         if p.cross_hardware or p.latency_ratio is None:
             continue

@@ -91,6 +91,13 @@ def render_html(data: ReportData, tables: Sequence[Table], plots: Sequence[tuple
     parts.append(plot("latency_distribution.png"))
     parts.append(plot("latency_across_experiments.png"))
 
+    if "devices" in by_key:
+        parts.append('<h2 id="devices">Devices side by side</h2>')
+        parts.append('<p class="note">One row per device. Rankings compare different devices: every such comparison '
+                     "is CROSS-HARDWARE and measures the devices, not the model. The FP32/INT8 ratio is paired on "
+                     "each device.</p>")
+        parts += [table("devices"), table("device_ranking"), table("device_int8")]
+
     parts.append('<h2 id="fp32-int8">3. FP32 vs INT8 on each target</h2>')
     parts.append('<p class="note">The original study timed FP32 on a GPU and INT8 on a CPU, so its latency '
                  "comparison measured the hardware, not quantization. Every row below compares the two models on "
