@@ -13,8 +13,12 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emobench_common.errors import EmobenchError
+
+if TYPE_CHECKING:
+    from adb_shell.auth.sign_cryptography import CryptographySigner
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +107,7 @@ def ensure_adb_key(path: Path | None = None, *, create: bool | None = None) -> P
     return path
 
 
-def load_signer(path: Path | None = None):
+def load_signer(path: Path | None = None) -> CryptographySigner:
     """An adb-shell signer for the key at ``path`` (see :func:`ensure_adb_key`)."""
     from adb_shell.auth.sign_cryptography import CryptographySigner
 

@@ -20,9 +20,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from android_bench.virtual.fs import FsError
 from android_bench.virtual.shell.context import Cancelled, Ctx
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +150,8 @@ def _parse_flags(argv: list[str], ctx: Ctx) -> _Flags | int:
     return flags
 
 
-def _format_values(values: list, limit: int | None) -> str:
-    def fmt(v) -> str:
+def _format_values(values: list[float | int | bool], limit: int | None) -> str:
+    def fmt(v: float | int | bool) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
     if limit is not None and len(values) > 2 * limit:
         shown = [fmt(v) for v in values[:limit]] + ["..."] + [fmt(v) for v in values[-limit:]]
@@ -329,7 +333,7 @@ _SCALAR_NAMES = {"byte": "uint8", "char": "int8", "short": "int16", "int": "int3
                  "half": "float16", "float": "float32", "double": "float64", "bool": "bool", "bfloat16": "bfloat16"}
 
 
-def _torch_dtype(scalar_type):
+def _torch_dtype(scalar_type: object) -> torch.dtype:
     """torch dtype for an ExecuTorch ScalarType (an int code or an enum, depending on the version)."""
     import torch
 

@@ -155,9 +155,16 @@ class VirtualDevice:
 
     @property
     def port(self) -> int:
+        """The TCP port it serves on."""
+        return self.listen_address[1]
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """``(host, port)`` the listening socket is bound to (the host is always 127.0.0.1)."""
         if self._server is None:
             raise RuntimeError("the virtual device is not started")
-        return self._server.getsockname()[1]
+        host, port = self._server.getsockname()[:2]
+        return str(host), int(port)
 
     @property
     def address(self) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from android_bench.adb.shell_transport import make_tcp_adb
 from android_bench.device import (
     DeviceAuthError,
     DeviceCommandError,
@@ -25,7 +26,7 @@ from android_bench.device import (
     retry_with_backoff,
 )
 from android_bench.device_info import read_cpu_freqs_khz, read_temperatures_c
-from android_bench.keys import ensure_adb_key
+from android_bench.keys import ensure_adb_key, load_signer
 from android_bench.virtual import FaultPlan, VirtualDevice
 
 TMP = "/data/local/tmp"
@@ -166,7 +167,7 @@ def test_unreachable_address(adb_key):
 
 def test_server_listens_on_loopback_only(virtual_device):
     # Exactly one listening socket, bound to 127.0.0.1 - not 0.0.0.0 or an external address.
-    assert virtual_device._server.getsockname()[0] == "127.0.0.1"
+    assert virtual_device.listen_address == ("127.0.0.1", virtual_device.port)
     addresses = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
     for address in addresses - {"127.0.0.1", "127.0.1.1"}:
         with socket.socket() as s, pytest.raises(OSError):
@@ -256,11 +257,16 @@ def test_key_is_created_private(tmp_path):
     assert Path(str(key) + ".pub").read_text().split()[0]
 
 
-def test_exec_service_and_sync_list(device, virtual_device):
+def test_exec_service_and_sync_list(virtual_device, adb_key):
     (virtual_device.root / "listed.txt").write_text("abc")
-    adb = device._adb  # the adb-shell object: exercise the raw exec: and sync LIST services
-    assert adb.exec_out("echo raw; echo also-raw >&2") == "raw\nalso-raw\n"
-    names = {entry.filename.decode(): entry.size for entry in adb.list(TMP)}
+    # adb-shell's own device object: exercise the raw exec: and sync LIST services
+    adb = make_tcp_adb("127.0.0.1", virtual_device.port, 10)
+    assert adb.connect(rsa_keys=[load_signer(adb_key)], auth_timeout_s=10)
+    try:
+        assert adb.exec_out("echo raw; echo also-raw >&2") == "raw\nalso-raw\n"
+        names = {entry.filename.decode(): entry.size for entry in adb.list(TMP)}
+    finally:
+        adb.close()
     assert names["listed.txt"] == 3 and "executor_runner" in names
 
 
