@@ -109,15 +109,24 @@ def info(target: str, adb_key: Path | None, as_json: bool) -> None:
 @click.option("--accept-new-keys", is_flag=True, help="Accept a key a client offers (like tapping Allow).")
 @click.option("--runner-logging", type=click.Choice(["stderr", "logcat", "none"]), default=None,
               help="Override the profile's executor_runner logging.")
+@click.option("--cpus", default=None, metavar="LIST",
+              help="Pin the device and everything it runs to these CPUs (e.g. 0, 2-3); two devices on disjoint "
+                   "CPUs can run side by side.")
 def serve(port: int, profile: str, root: Path | None, authorized_keys: Path | None, no_auth: bool,
-          accept_new_keys: bool, runner_logging: str | None) -> None:
+          accept_new_keys: bool, runner_logging: str | None, cpus: str | None) -> None:
     """Serve the virtual Android device on 127.0.0.1 until Ctrl-C."""
+    from android_bench.cpusets import format_cpu_list, parse_cpu_list, pin_process
     from android_bench.virtual import VirtualDevice
 
     if no_auth and authorized_keys is not None:
         raise EmobenchError("--no-auth and --authorized-keys contradict each other", hint="pass one of them")
+    cpu_set = None
+    if cpus is not None:
+        # The whole process first: every thread it has and starts, and every process it runs, inherit it.
+        cpu_set = pin_process(parse_cpu_list(cpus))
+        click.echo(f"pinned to CPUs {format_cpu_list(cpu_set)}", err=True)
     vd = VirtualDevice(root, port=port, profile=profile, auth=not no_auth, authorized_keys=authorized_keys,
-                       accept_new_keys=accept_new_keys, runner_logging=runner_logging)
+                       accept_new_keys=accept_new_keys, runner_logging=runner_logging, cpus=cpu_set)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

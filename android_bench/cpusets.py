@@ -9,9 +9,10 @@ which virtual devices may overlap in time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from emobench_common.errors import EmobenchError
@@ -114,6 +115,17 @@ def pin_process(cpus: Iterable[int], pid: int | None = None) -> frozenset[int]:
     now = frozenset(os.sched_getaffinity(target))
     log.info("process %d pinned to CPUs %s", target, format_cpu_list(now))
     return now
+
+
+@contextlib.contextmanager
+def pinned_thread(cpus: Iterable[int]) -> Iterator[None]:
+    """Pin the calling thread (only) to ``cpus`` for the block, then give it back its affinity."""
+    before = os.sched_getaffinity(0)  # on Linux, pid 0 is the calling thread
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def thread_affinities(pid: int) -> dict[int, frozenset[int]]:

@@ -179,6 +179,15 @@ def run_native(host_binary: Path, device_path: str, argv: list[str], ctx: Ctx) -
 
 def _supervise(command: list[str], cwd: str, ctx: Ctx, *, argv0: str) -> int:
     cpus = _cpu_mask(ctx)
+    device_cpus = ctx.state.cpu_set  # a device pinned with --cpus: its processes never leave that set (H6)
+    if device_cpus is not None:
+        if cpus is not None and not cpus & device_cpus:
+            from android_bench.cpusets import format_cpu_list
+
+            ctx.err(f"taskset: failed to set affinity: the mask names none of this device's CPUs "
+                    f"({format_cpu_list(device_cpus)})")
+            return 1
+        cpus = cpus & device_cpus if cpus is not None else set(device_cpus)
     env = {k: v for k, v in ctx.env.items() if k != CPU_MASK_ENV}
 
     def preexec() -> None:  # runs in the child between fork and exec

@@ -19,6 +19,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,11 +63,16 @@ class VirtualDevice:
         accept_new_keys: accept a key the host offers (as if a person tapped "Allow").
         runner_logging: override the profile's runner logging (``stderr``, ``logcat``, ``none``).
         faults: failures to inject (see :class:`FaultPlan`).
+        cpus: pin what the device runs to these CPUs: its executables (the native executor_runner)
+            and the thread running the built-in one; ``emobench device serve --cpus`` also pins the
+            whole serving process. The set is reported as ``getprop ro.emobench.cpu_set`` (without
+            it: the CPUs the host process may use, and ``ro.emobench.cpu_pinned`` is 0).
     """
 
     def __init__(self, root: Path | None = None, *, port: int = 0, profile: str | Path = "default",
                  auth: bool = True, authorized_keys: Path | None = None, accept_new_keys: bool = False,
-                 runner_logging: str | None = None, faults: FaultPlan | None = None) -> None:
+                 runner_logging: str | None = None, faults: FaultPlan | None = None,
+                 cpus: Iterable[int] | None = None) -> None:
         self.profile = load_profile(profile)
         mode = runner_logging or self.profile.runner_logging
         if mode not in ("stderr", "logcat", "none"):
@@ -86,6 +92,7 @@ class VirtualDevice:
                 authorized_keys = Path(str(ensure_adb_key(None)) + ".pub")
             self.authorized_keys = load_authorized_keys(authorized_keys)
         self.state = DeviceState(self.root, self.profile, mode, faults or FaultPlan())
+        self._set_cpus(cpus)
         self._requested_port = port
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -137,6 +144,24 @@ class VirtualDevice:
             return True
 
     # -- setup
+    def _set_cpus(self, cpus: Iterable[int] | None) -> None:
+        from android_bench.cpusets import CPU_SET_PROPERTY, available_cpus, format_cpu_list, parse_cpu_list
+
+        if cpus is not None:
+            wanted = frozenset(cpus)
+            if not wanted:
+                raise ValueError("cpus must name at least one CPU")
+            # Checked against what this process may use, so a typo fails here rather than in a runner.
+            self.state.cpu_set = parse_cpu_list(format_cpu_list(wanted))
+        shown = self.state.cpu_set if self.state.cpu_set is not None else available_cpus()
+        self.state.properties[CPU_SET_PROPERTY] = format_cpu_list(shown)
+        self.state.properties["ro.emobench.cpu_pinned"] = "1" if self.state.cpu_set is not None else "0"
+
+    @property
+    def cpu_set(self) -> frozenset[int] | None:
+        """The CPUs the device is pinned to (None when it is not pinned)."""
+        return self.state.cpu_set
+
     def _install_runner(self) -> None:
         host = self.state.fs.writable_host_path(self.profile.runner_path)
         if not host.exists():

@@ -99,6 +99,8 @@ class DeviceState:
                                 "ro.emobench.runner_logging": runner_logging,
                                 "ro.serialno": "emobench-virtual"})
         self.fs = DeviceFS(root, self._synthetic_files(cpu_source, thermal_source))
+        # CPUs everything the device runs is pinned to (``VirtualDevice(cpus=...)``); None: not pinned.
+        self.cpu_set: frozenset[int] | None = None
 
     @property
     def shell_pid(self) -> int:
