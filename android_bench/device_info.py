@@ -52,6 +52,8 @@ class DeviceInfo:
     battery_temp_c: float | None = None
     is_virtual: bool = False
     fingerprint: str = ""
+    thermal_source: str = "unavailable"  # where temperatures come from: see telemetry_sources()
+    freq_source: str = "unavailable"
 
     @property
     def abi(self) -> str:
@@ -166,6 +168,25 @@ def _is_virtual(props: dict[str, str]) -> bool:
             or props.get("ro.boot.qemu") == "1" or props.get("ro.hardware", "") in ("ranchu", "goldfish", "cutf_cvm"))
 
 
+def telemetry_sources(props: dict[str, str], *, is_virtual: bool, have_temps: bool,
+                      have_freqs: bool) -> tuple[str, str]:
+    """Where a device's temperatures and CPU frequencies come from: (thermal, frequency) source.
+
+    'sensor' on a phone; on emobench's virtual device 'host sensor' where it passes the host's
+    through (``ro.emobench.thermal_source`` / ``ro.emobench.cpu_freq_source`` = host) and 'profile
+    constant' where it serves its profile's made-up values (as does an emulator); 'unavailable' when
+    nothing can be read.
+    """
+    def one(prop: str, have: bool) -> str:
+        if not have:
+            return "unavailable"
+        if not is_virtual:
+            return "sensor"
+        return "host sensor" if props.get(prop) == "host" else "profile constant"
+
+    return one("ro.emobench.thermal_source", have_temps), one("ro.emobench.cpu_freq_source", have_freqs)
+
+
 def collect_device_info(device: ShellDevice) -> DeviceInfo:
     """Ask the device for everything in :class:`DeviceInfo`."""
     props = device.getprop()
@@ -183,6 +204,9 @@ def collect_device_info(device: ShellDevice) -> DeviceInfo:
     max_freqs = tuple(_int_or_none(files.get(f"{_CPU_DIR}/cpu{c}/cpufreq/cpuinfo_max_freq")) for c in cores)
     governors = tuple(files.get(f"{_CPU_DIR}/cpu{c}/cpufreq/scaling_governor") for c in cores)
     level, battery_temp = _battery(device)
+    temps = read_temperatures_c(device)
+    thermal_source, freq_source = telemetry_sources(props, is_virtual=_is_virtual(props), have_temps=bool(temps),
+                                                    have_freqs=bool(read_cpu_freqs_khz(device)))
     return DeviceInfo(
         serial=device.serial,
         manufacturer=props.get("ro.product.manufacturer", ""),
@@ -199,9 +223,11 @@ def collect_device_info(device: ShellDevice) -> DeviceInfo:
         cpu_max_freq_khz=max_freqs,
         cpu_governors=governors,
         ram_bytes=_ram_bytes(device),
-        thermal_c=read_temperatures_c(device),
+        thermal_c=temps,
         battery_level_pct=level,
         battery_temp_c=battery_temp,
         is_virtual=_is_virtual(props),
         fingerprint=props.get("ro.build.fingerprint", ""),
+        thermal_source=thermal_source,
+        freq_source=freq_source,
     )

@@ -42,8 +42,11 @@ def load_target_cells(store: ResultsStore, run_id: str, target: TargetView) -> T
         predictions[p["model_key"]][(p["experiment_index"], p["position"])] = (int(p["label"]), int(p["prediction"]))
     telemetry: dict[int, dict[str, Mapping[str, Any]]] = defaultdict(dict)
     for t in store.rows(run_id, "telemetry", target_id=target.target_id):
-        telemetry[t["experiment_index"]][t["phase"]] = {"temps": json.loads(t["temperatures_json"]),
-                                                        "freqs": json.loads(t["cpu_freqs_json"])}
+        # values that were not measured (a virtual device's profile constants) are left out here, so
+        # no curve is drawn and no thermal/frequency warning is raised from them
+        telemetry[t["experiment_index"]][t["phase"]] = {
+            "temps": json.loads(t["temperatures_json"]) if target.temperature_measured else {},
+            "freqs": json.loads(t["cpu_freqs_json"]) if target.frequency_measured else {}}
     return TargetCells(target=target, batch_ms=batch_ms, batch_size=batch_size, predictions=predictions, failed=failed,
                   telemetry=telemetry)
 

@@ -263,7 +263,9 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
                 description=_describe(row["kind"], info, bool(row["is_virtual"])),
                 library_versions=tuple(sorted((str(k), str(v)) for k, v in versions.items())),
                 threads=row["threads"], affinity_mask=row["affinity_mask"], how_obtained=row["how_obtained"],
-                unsupported=tuple(support.get(row["target_id"], ())), info_json=row["info_json"])
+                unsupported=tuple(support.get(row["target_id"], ())), info_json=row["info_json"],
+                thermal_source=row.get("thermal_source") or "not recorded",
+                freq_source=row.get("freq_source") or "not recorded")
             targets.append(tv)
             all_cells.append(load_target_cells(store, run.run_id, tv))
 

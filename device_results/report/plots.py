@@ -124,8 +124,10 @@ def thermal_drift(data: ReportData, path: Path) -> Path | None:
             twin.set_ylim(lo - max(2.0, 0.2 * (hi - lo)), hi + max(2.0, 0.2 * (hi - lo)))
             twin.legend(fontsize=7, loc="upper right")
         else:
-            ax.text(0.99, 0.02, "no temperature readings", transform=ax.transAxes, ha="right", va="bottom",
-                    fontsize=7, color="gray")
+            target = next((t for t in data.targets if t.label == label), None)
+            note = ("no temperature readings" if target is None or target.temperature_measured
+                    else f"temperature not measured ({target.thermal_source})")
+            ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="gray")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.1, 1.0), borderaxespad=0)
     axes[-1, 0].set_xlabel("experiment")
     fig.suptitle("Latency across experiments, with device temperature", fontsize=11)

@@ -98,13 +98,14 @@ def _targets(data: ReportData) -> Table:
         if t.is_virtual:
             flagged.append(len(rows))
         rows.append((target_label(data, t.label), t.kind, desc, libs, str(t.threads or "default"),
-                     t.affinity_mask or "none", t.how_obtained))
+                     t.affinity_mask or "none", t.how_obtained, t.telemetry_note))
         raw.append((t.run_id, t.target_id, t.kind, int(t.is_virtual), desc, libs, t.threads, t.affinity_mask,
-                    t.how_obtained, t.info_json))
+                    t.how_obtained, t.info_json, t.thermal_source, t.freq_source))
     return Table("targets", "What ran: targets", ("target", "kind", "device / host", "library versions", "threads",
-                                                  "affinity", "how obtained"),
+                                                  "affinity", "how obtained", "temperature and frequency"),
                  tuple(rows), ("run_id", "target_id", "kind", "is_virtual", "description", "library_versions",
-                               "threads", "affinity_mask", "how_obtained", "info_json"), tuple(raw),
+                               "threads", "affinity_mask", "how_obtained", "info_json", "thermal_source",
+                               "freq_source"), tuple(raw),
                  flagged_rows=tuple(flagged))
 
 

@@ -61,6 +61,14 @@ class RunView:
     datasets: tuple[tuple[str, str], ...]  # (role, name)
 
 
+def _measured(source: str, is_virtual: bool) -> bool:
+    # 'not recorded' (a database older than the record): a phone's or the host's readings were its
+    # sensors'; a virtual device's may have been its profile's constants, so they are not shown as measured
+    if source == "not recorded":
+        return not is_virtual
+    return source in ("sensor", "host sensor")
+
+
 @dataclass(frozen=True)
 class TargetView:
     """One target of one run. ``label`` is unique in the report (it names the run when several are shown)."""
@@ -77,6 +85,27 @@ class TargetView:
     how_obtained: str
     unsupported: tuple[tuple[str, str], ...]  # (model key, reason)
     info_json: str = ""
+    thermal_source: str = "not recorded"  # store.TELEMETRY_SOURCES, or 'not recorded' (older databases)
+    freq_source: str = "not recorded"
+
+    @property
+    def temperature_measured(self) -> bool:
+        """Whether its temperatures are measurements (a sensor's), not a profile's constants or unknown."""
+        return _measured(self.thermal_source, self.is_virtual)
+
+    @property
+    def frequency_measured(self) -> bool:
+        """Whether its CPU frequencies are measurements (a sensor's), not a profile's constants or unknown."""
+        return _measured(self.freq_source, self.is_virtual)
+
+    @property
+    def telemetry_note(self) -> str:
+        """Where its temperatures and frequencies came from, in words for the targets table."""
+        def one(what: str, source: str, measured: bool) -> str:
+            return f"{what}: {source}" if measured else f"{what}: not measured ({source})"
+
+        return "; ".join((one("temperature", self.thermal_source, self.temperature_measured),
+                          one("CPU frequency", self.freq_source, self.frequency_measured)))
 
     @property
     def is_host(self) -> bool:

@@ -33,6 +33,8 @@ from __future__ import annotations
 from device_results.store.errors import AlreadyRecordedError, RunNotFoundError, StoreError
 from device_results.store.reading import RunReader
 from device_results.store.records import (
+    MEASURED_SOURCES,
+    TELEMETRY_SOURCES,
     ArtifactRecord,
     CellResult,
     ExperimentResult,
@@ -51,9 +53,11 @@ from device_results.store.writing import RunWriter, new_run_id
 
 __all__ = [
     "CELL_STATUSES",
+    "MEASURED_SOURCES",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TABLE_ORDER",
+    "TELEMETRY_SOURCES",
     "AlreadyRecordedError",
     "ArtifactRecord",
     "CellResult",

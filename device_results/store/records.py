@@ -29,7 +29,11 @@ def sha256_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class TargetRecord:
-    """A target as it was found at the start of a run."""
+    """A target as it was found at the start of a run.
+
+    ``thermal_source`` and ``freq_source`` say where its temperatures and CPU frequencies come from,
+    one of ``TELEMETRY_SOURCES``: only 'sensor' and 'host sensor' readings are measurements.
+    """
 
     target_id: str
     kind: str
@@ -39,6 +43,21 @@ class TargetRecord:
     threads: int | None
     affinity_mask: str | None
     how_obtained: str
+    thermal_source: str = "unavailable"
+    freq_source: str = "unavailable"
+
+    def __post_init__(self) -> None:
+        for name in ("thermal_source", "freq_source"):
+            if getattr(self, name) not in TELEMETRY_SOURCES:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(TELEMETRY_SOURCES)}")
+
+
+# Where a target's temperatures and CPU frequencies come from: a phone's own sensors, the host's
+# (host targets, and a virtual device passing the host's through), a virtual device's profile
+# constants (made up: never shown as measured), or nowhere. Databases written before this was
+# recorded say 'not recorded' (see the schema's migration 2).
+TELEMETRY_SOURCES = ("sensor", "host sensor", "profile constant", "unavailable")
+MEASURED_SOURCES = ("sensor", "host sensor")
 
 
 @dataclass(frozen=True)

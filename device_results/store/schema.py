@@ -148,8 +148,21 @@ CREATE TABLE IF NOT EXISTS telemetry (
 );
 """
 
+# Version 2: where each target's temperatures and CPU frequencies came from (issue 15). Rows written
+# before it: a phone's and the host's readings were their sensors'; a virtual device's may have been
+# its profile's constants, and nobody can tell now, so they say 'not recorded' (never shown as measured).
+TELEMETRY_SOURCES_V2 = """
+ALTER TABLE targets ADD COLUMN thermal_source TEXT NOT NULL DEFAULT 'not recorded';
+ALTER TABLE targets ADD COLUMN freq_source TEXT NOT NULL DEFAULT 'not recorded';
+UPDATE targets SET
+    thermal_source = CASE WHEN is_virtual = 1 THEN 'not recorded' WHEN kind = 'android' THEN 'sensor'
+                          ELSE 'host sensor' END,
+    freq_source = CASE WHEN is_virtual = 1 THEN 'not recorded' WHEN kind = 'android' THEN 'sensor'
+                       ELSE 'host sensor' END
+"""
+
 # MIGRATIONS[v] upgrades a database from version v to v + 1; statements are separated by ";".
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, TELEMETRY_SOURCES_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Columns of each table that identify a row and the order rows are listed in.

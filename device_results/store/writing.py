@@ -88,10 +88,12 @@ class RunWriter(StoreConnection):
             if exists:
                 return
             conn.execute(
-                "INSERT INTO targets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO targets (run_id, target_id, kind, is_virtual, info_json, library_versions_json, "
+                "threads, affinity_mask, how_obtained, recorded_at, thermal_source, freq_source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, target.target_id, target.kind, int(target.is_virtual), canonical_json(dict(target.info)),
                  canonical_json(dict(target.library_versions)), target.threads, target.affinity_mask,
-                 target.how_obtained, utc_now()),
+                 target.how_obtained, utc_now(), target.thermal_source, target.freq_source),
             )
             conn.executemany(
                 "INSERT INTO target_models VALUES (?, ?, ?, ?, ?)",
