@@ -339,10 +339,10 @@ def _cell_result(plan: AblationPlan, session, exp: Experiment, model: ModelSpec,
                   how_obtained=session.how_obtained, started_at=started, finished_at=utc_now(),
                   log_path=outcome.log_path)
     if outcome.ok and (outcome.logits is None or outcome.logits.ndim != 2
-                       or outcome.logits.shape != (len(exp.image_ids), len(plan.class_names))):
+                       or outcome.logits.shape != (len(exp.image_ids), len(plan.input_spec.class_names))):
         shape = None if outcome.logits is None else tuple(outcome.logits.shape)
         outcome = CellOutcome(error=f"{model.key} returned logits of shape {shape}, expected "
-                                    f"({len(exp.image_ids)}, {len(plan.class_names)})",
+                                    f"({len(exp.image_ids)}, {len(plan.input_spec.class_names)})",
                               runner_output=outcome.runner_output, log_path=outcome.log_path)
     if not outcome.ok:
         return CellResult(status="failed", message=outcome.error, runner_output=outcome.runner_output, **common)

@@ -67,14 +67,15 @@ def preprocess_images(plan: AblationPlan) -> dict[int, np.ndarray]:
         PlanError: a dataset no longer holds an image of the plan, or its label changed.
     """
     from training.datasets import DatasetError, create_dataset
-    from training.transforms import EvalTransform
+    from training.transforms import create_eval_transform
 
-    c, h, w = plan.input_shape
-    transform = EvalTransform(image_size=h, mean=plan.mean, std=plan.std, crop_pct=plan.crop_pct)
+    contract = plan.input_spec
+    c, h, w = contract.input_shape
+    transform = create_eval_transform(contract)
     batches: dict[int, np.ndarray] = {}
     for spec in plan.datasets:
         try:
-            ds = create_dataset(spec.root, kind=spec.kind, split=spec.split, class_names=plan.class_names,
+            ds = create_dataset(spec.root, kind=spec.kind, split=spec.split, class_names=contract.class_names,
                                 allow_empty_classes=True)
         except DatasetError as exc:
             raise PlanError(f"{spec.role} dataset of the plan: {exc.message}", hint=exc.hint) from exc
@@ -91,7 +92,7 @@ def preprocess_images(plan: AblationPlan) -> dict[int, np.ndarray]:
                 i = index_of[image_id]
                 if ds.samples[i].label != label:
                     raise PlanError(f"{spec.root}: image {image_id!r} is now labelled "
-                                    f"{plan.class_names[ds.samples[i].label]}, the plan has {plan.class_names[label]}")
+                                    f"{contract.class_names[ds.samples[i].label]}, the plan has {contract.class_names[label]}")
                 if image_id not in cache:
                     try:
                         cache[image_id] = transform(ds.load_image(i)).numpy().astype(np.float32)
@@ -123,6 +124,6 @@ def prepare_inputs(plan: AblationPlan, folder: Path) -> PreparedInputs:
         if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
             atomic_write_bytes(path, data)
         files[index], hashes[index] = path, digest
-    shape = (plan.batch_size, *plan.input_shape)
+    shape = plan.input_spec.batch_shape(plan.batch_size)
     log.info("prepared %d input files (%s) in %s", len(files), "x".join(map(str, shape)), folder)
     return PreparedInputs(folder=folder, shape=shape, files=files, sha256=hashes)  # type: ignore[arg-type]

@@ -69,9 +69,8 @@ def _latency_plan(manifest: Path, targets: Sequence[str], *, runs: int, warmup: 
     batch = max([m.batch_size or 1 for m in models] or [1])
     return AblationPlan(
         version=PLAN_VERSION, seed=0, manifest_path=str(mv.path), manifest_sha256=mv.sha256,
-        checkpoint_path=str(mv.checkpoint_path), checkpoint_sha256=mv.checkpoint_sha256, class_names=mv.class_names,
-        input_shape=mv.input_shape, mean=mv.mean, std=mv.std, crop_pct=mv.crop_pct, datasets=(),
-        models=tuple(models), targets=tuple(TargetSpec.parse(t) for t in targets),
+        checkpoint_path=str(mv.checkpoint_path), checkpoint_sha256=mv.checkpoint_sha256, input_spec=mv.input_spec,
+        datasets=(), models=tuple(models), targets=tuple(TargetSpec.parse(t) for t in targets),
         experiments=(Experiment(0, "synthetic", "synthetic", tuple(f"synthetic{i}" for i in range(batch)),
                                 tuple(0 for _ in range(batch)), tuple(m.key for m in models)),),
         batch_size=batch, warmup=warmup, repeats=runs, threads=threads, affinity_mask=normalize_affinity(affinity),
@@ -92,7 +91,7 @@ def measure_latency(manifest: str | Path, targets: Sequence[str] = ("host-cpu",)
     rows: list[LatencyRow] = []
     with tempfile.TemporaryDirectory(prefix="emobench-latency-") as tmp:
         folder = Path(tmp)
-        x = np.random.default_rng(seed).standard_normal((plan.batch_size, *plan.input_shape)).astype(DTYPE)
+        x = np.random.default_rng(seed).standard_normal(plan.input_spec.batch_shape(plan.batch_size)).astype(DTYPE)
         path = atomic_write_bytes(folder / "exp_000.f32", x.tobytes())
         import hashlib
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from emobench_common.errors import EmobenchError
 from emobench_common.fileio import sha256_file
+from emobench_common.input_spec import InputSpec, InputSpecError
 from emobench_common.names import EAGER_KEY
 
 log = logging.getLogger(__name__)
@@ -126,11 +127,7 @@ class AblationPlan:
     manifest_sha256: str
     checkpoint_path: str
     checkpoint_sha256: str
-    class_names: tuple[str, ...]
-    input_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_pct: float
+    input_spec: InputSpec
     datasets: tuple[DatasetSpec, ...]
     models: tuple[ModelSpec, ...]
     targets: tuple[TargetSpec, ...]
@@ -193,9 +190,7 @@ class AblationPlan:
                 version=int(data["version"]), seed=int(data["seed"]),
                 manifest_path=str(data["manifest_path"]), manifest_sha256=str(data["manifest_sha256"]),
                 checkpoint_path=str(data["checkpoint_path"]), checkpoint_sha256=str(data["checkpoint_sha256"]),
-                class_names=tuple(data["class_names"]), input_shape=tuple(int(v) for v in data["input_shape"]),
-                mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
-                crop_pct=float(data["crop_pct"]),
+                input_spec=_stored_input_spec(data),
                 datasets=tuple(DatasetSpec(**d) for d in data["datasets"]),
                 models=tuple(ModelSpec(**m) for m in data["models"]),
                 targets=tuple(TargetSpec(**t) for t in data["targets"]),
@@ -210,11 +205,21 @@ class AblationPlan:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"stored plan is malformed ({type(exc).__name__}: {exc})") from exc
+        except InputSpecError as exc:
+            raise PlanError(f"stored plan is malformed ({exc.message})") from exc
 
     def differences(self, other: AblationPlan) -> list[str]:
         """Top-level fields that differ from ``other`` (empty when the plans are the same)."""
         a, b = self.to_dict(), other.to_dict()
         return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _stored_input_spec(data: Mapping[str, Any]) -> InputSpec:
+    """The plan's input contract; plans stored before it was one object held its fields flat (and
+    ``crop_pct`` was always there), so both read back the same."""
+    if "input_spec" in data:
+        return InputSpec.from_dict(data["input_spec"], source="stored plan input_spec")
+    return InputSpec.from_dict(data, source="stored plan")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -409,7 +414,7 @@ def build_plan(cfg: PlanConfig) -> AblationPlan:
     for role in roles:
         root = Path(cfg.seen if role == "seen" else cfg.unseen).resolve()  # type: ignore[arg-type]
         split = cfg.seen_split if role == "seen" else cfg.unseen_split
-        ds = _load_dataset(root, split, mv.class_names, role)
+        ds = _load_dataset(root, split, mv.input_spec.class_names, role)
         ids = ds.image_ids
         if len(set(ids)) != len(ids):
             raise PlanError(f"{role} dataset {root} lists an image id twice")
@@ -443,7 +448,7 @@ def build_plan(cfg: PlanConfig) -> AblationPlan:
     return AblationPlan(
         version=PLAN_VERSION, seed=int(cfg.seed), manifest_path=str(mv.path), manifest_sha256=mv.sha256,
         checkpoint_path=str(mv.checkpoint_path), checkpoint_sha256=mv.checkpoint_sha256,
-        class_names=mv.class_names, input_shape=mv.input_shape, mean=mv.mean, std=mv.std, crop_pct=mv.crop_pct,
+        input_spec=mv.input_spec,
         datasets=tuple(datasets), models=tuple(models), targets=targets, experiments=tuple(experiments),
         batch_size=cfg.batch_size, warmup=cfg.warmup, repeats=cfg.repeats, threads=cfg.threads,
         affinity_mask=affinity, cooldown_temp_c=cfg.cooldown_temp_c, cooldown_timeout_s=float(cfg.cooldown_timeout_s),
@@ -470,11 +475,7 @@ class ManifestView:
     sha256: str
     checkpoint_path: Path
     checkpoint_sha256: str
-    class_names: tuple[str, ...]
-    input_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_pct: float
+    input_spec: InputSpec
     artifacts: tuple[_ArtifactView, ...]
 
 
@@ -491,11 +492,10 @@ def read_manifest(path: Path, *, verify: bool = True) -> ManifestView:
         manifest = load_manifest(path, verify_files=verify)
     except ManifestError as exc:
         raise PlanError(exc.message, hint=exc.hint) from exc
-    shape = tuple(int(v) for v in manifest.input["shape"])
-    if manifest.input.get("layout", "NCHW") != "NCHW" or len(shape) != 4:
-        raise PlanError(f"{manifest.path}: input layout {manifest.input.get('layout')} {shape} is not NCHW")
-    if shape[2] != shape[3]:
-        raise PlanError(f"{manifest.path}: input {shape[2]}x{shape[3]} is not square; the ablation preprocesses "
+    spec = manifest.input_spec  # older manifests: the contract's defaults (crop_pct 1.0, bilinear, 0..1)
+    _, height, width = spec.input_shape
+    if height != width:
+        raise PlanError(f"{manifest.path}: input {height}x{width} is not square; the ablation preprocesses "
                         "square crops")
     ckpt = Path(str(manifest.checkpoint["path"]))
     if not ckpt.is_absolute():
@@ -506,10 +506,7 @@ def read_manifest(path: Path, *, verify: bool = True) -> ManifestView:
         for a in manifest.artifacts)
     return ManifestView(
         path=manifest.path.resolve(), sha256=sha256_file(manifest.path), checkpoint_path=ckpt,
-        checkpoint_sha256=str(manifest.checkpoint["sha256"]), class_names=tuple(manifest.class_names),
-        input_shape=shape[1:], mean=tuple(float(v) for v in manifest.input["mean"]),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in manifest.input["std"]), crop_pct=float(manifest.input.get("crop_pct", 1.0)),
-        artifacts=arts)
+        checkpoint_sha256=str(manifest.checkpoint["sha256"]), input_spec=spec, artifacts=arts)
 
 
 def _dataset_name(kind: str, root: Path) -> str:

@@ -54,6 +54,15 @@ BUILD_RUNNER_HINT = (
 )
 
 
+# Which executor_runner a device target ran (recorded with the target: library_versions["runner"]).
+RUNNER_LABELS = {
+    "native": "emobench's native executor_runner (C++, the installed ExecuTorch), a real process",
+    "stand-in": "the virtual device's Python stand-in for executor_runner (executorch.runtime)",
+    "user-supplied": "the executor_runner given with --runner",
+    "device's own": "the executor_runner already on the device",
+}
+
+
 class TargetError(EmobenchError):
     """A target that cannot run the plan (unreachable, wrong runner, no CUDA, no room)."""
 
@@ -192,7 +201,9 @@ class HostSession:
         return TargetRecord(target_id=self.target.spec, kind=self.target.kind, is_virtual=False,
                             info=host_info(self.target.kind), library_versions=library_versions(),
                             threads=self.plan.threads, affinity_mask=self.plan.affinity_mask,
-                            how_obtained=self.how_obtained)
+                            how_obtained=self.how_obtained,
+                            thermal_source="host sensor" if read_host_temperatures_c() else "unavailable",
+                            freq_source="host sensor" if read_host_cpu_freqs_khz() else "unavailable")
 
     def support(self, model: ModelSpec) -> str | None:
         """None when the model runs here, else why not."""
@@ -318,6 +329,17 @@ class AndroidSession:
             raise TargetError(f"target {target.spec} is not reachable: {exc.message}",
                               hint=exc.hint or "check `adb devices`, the cable or `adb tcpip`, and the address") from exc
         self.info = self.device.info()  # type: ignore[attr-defined]
+        self.runner_kind = "user-supplied" if runner else "device's own"
+        if self.runner_local is None and self.info.is_virtual:
+            # The virtual device runs emobench's native runner (built on demand) as a host process; the
+            # Python stand-in already on it is the fallback where no cmake or compiler exists (H4, issue 13).
+            from android_bench.native import find_native_runner
+
+            build = find_native_runner()
+            if build is not None:
+                self.runner_local, self.runner_kind = build.binary, "native"
+            else:
+                self.runner_kind = "stand-in"
         self.run_dir = f"{DEVICE_BASE_DIR}/runs/{_slug(run_id)}"
         self.remote_runner = DEFAULT_DEVICE_RUNNER
         self.remote_models: dict[str, str] = {}
@@ -329,8 +351,8 @@ class AndroidSession:
 
     @property
     def how_obtained(self) -> str:
-        parts = [f"executor_runner binary under `adb shell` ({self.remote_runner}); a shell process is scheduled "
-                 "differently from a foreground app",
+        parts = [f"{RUNNER_LABELS.get(self.runner_kind, self.runner_kind)} under `adb shell` ({self.remote_runner}); "
+                 "a shell process is scheduled differently from a foreground app",
                  "latencies from the runner's own 'Iteration i of N: X ms' log lines"
                  + (f" read from {self._form_seen}" if self._form_seen else "")]
         if self.plan.threads:
@@ -340,14 +362,16 @@ class AndroidSession:
         return "; ".join(parts)
 
     def describe(self) -> TargetRecord:
-        versions = {"runner_path": self.remote_runner}
+        versions = {"runner_path": self.remote_runner, "runner": self.runner_kind,
+                    "runner_label": RUNNER_LABELS.get(self.runner_kind, self.runner_kind)}
         if self.runner_local:
             versions["runner_sha256"] = sha256_file(self.runner_local)
         with contextlib.suppress(Exception):
             versions["runner_sha256_on_device"] = self.device.sha256(self.remote_runner)  # type: ignore[attr-defined]
         return TargetRecord(target_id=self.target.spec, kind="android", is_virtual=bool(self.info.is_virtual),
                             info=self.info.to_dict(), library_versions=versions, threads=self.plan.threads,
-                            affinity_mask=self.plan.affinity_mask, how_obtained=self.how_obtained)
+                            affinity_mask=self.plan.affinity_mask, how_obtained=self.how_obtained,
+                            thermal_source=self.info.thermal_source, freq_source=self.info.freq_source)
 
     def support(self, model: ModelSpec) -> str | None:
         if model.format != "executorch":
@@ -461,7 +485,8 @@ class AndroidSession:
                          utc_now())
 
     # -- one runner invocation
-    def _runner_argv(self, model_remote: str, input_remote: str, output_remote: str, executions: int) -> list[str]:
+    def _runner_argv(self, model_remote: str, input_remote: str, output_remote: str, executions: int,
+                     extra_args: Sequence[str] = ()) -> list[str]:
         argv: list[str] = []
         if self.plan.affinity_mask:
             argv += ["taskset", self.plan.affinity_mask]
@@ -469,10 +494,10 @@ class AndroidSession:
                  "--output_file", output_remote, "--num_executions", str(executions)]
         if self.plan.threads:
             argv += ["--cpu_threads", str(self.plan.threads)]
-        return argv
+        return argv + list(extra_args)
 
     def invoke_runner(self, model_remote: str, input_remote: str, output_remote: str, executions: int, *,
-                      log_name: str) -> tuple[tuple[float, ...] | None, str, str, int]:
+                      log_name: str, extra_args: Sequence[str] = ()) -> tuple[tuple[float, ...] | None, str, str, int]:
         """Run the runner once; return (latencies of all executions or None, error, combined output, status).
 
         Raises:
@@ -487,7 +512,7 @@ class AndroidSession:
             dev.shell(["logcat", "-c"], timeout_s=30, check=False)  # type: ignore[attr-defined]
         from android_bench.device import DeviceTimeoutError, quote_command
 
-        argv = self._runner_argv(model_remote, input_remote, output_remote, executions)
+        argv = self._runner_argv(model_remote, input_remote, output_remote, executions, extra_args)
         try:
             result = dev.shell(argv, timeout_s=self.runner_timeout_s, check=False)  # type: ignore[attr-defined]
         except DeviceTimeoutError as exc:
@@ -527,7 +552,7 @@ class AndroidSession:
             local = Path(tmp) / "out-0.bin"
             self.device.pull(f"{output_remote}-0.bin", local)  # type: ignore[attr-defined]
             data = np.fromfile(local, dtype="<f4")
-        k = len(self.plan.class_names)
+        k = len(self.plan.input_spec.class_names)
         if data.size != rows * k:
             raise ValueError(f"runner output {output_remote}-0.bin holds {data.size} floats, expected {rows}x{k}")
         return data.reshape(rows, k).astype(np.float32)

@@ -1,8 +1,8 @@
 """Evaluate every artifact of a manifest over a whole split, with training's metrics.
 
 The library behind ``emobench evaluate MANIFEST``: the eager FP32 model from the checkpoint and
-each artifact run in its own host runtime on the same preprocessed images (``EvalTransform`` with
-the manifest's size and normalisation), scored with ``training.metrics.classification_metrics``
+each artifact run in its own host runtime on the same preprocessed images (the one transform
+built from the manifest's input contract, ``create_eval_transform``), scored with ``training.metrics.classification_metrics``
 (accuracy, weighted and per-class precision/recall/F1, confusion matrix).
 """
 
@@ -37,12 +37,13 @@ def evaluate_manifest(manifest_path: str | Path, data_root: str | Path, split: s
     from export.runtimes import EagerRuntime, load_runtime
     from training.datasets import create_dataset
     from training.metrics import classification_metrics
-    from training.transforms import EvalTransform
+    from training.transforms import create_eval_transform
 
     mv = read_manifest(Path(manifest_path), verify=True)
     out = Path(out_dir)
-    dataset = create_dataset(data_root, kind=kind, split=split, class_names=mv.class_names, allow_empty_classes=True)
-    transform = EvalTransform(image_size=mv.input_shape[1], mean=mv.mean, std=mv.std, crop_pct=mv.crop_pct)
+    spec = mv.input_spec
+    dataset = create_dataset(data_root, kind=kind, split=split, class_names=spec.class_names, allow_empty_classes=True)
+    transform = create_eval_transform(spec)
     images = np.stack([transform(dataset.load_image(i)).numpy() for i in range(len(dataset))]).astype(np.float32)
     labels = dataset.targets
     loaders: list[tuple[str, Any]] = []
@@ -62,7 +63,7 @@ def evaluate_manifest(manifest_path: str | Path, data_root: str | Path, split: s
             logits = np.concatenate([runtime.run(images[i:i + chunk_images])
                                      for i in range(0, len(images), chunk_images)])
             preds = logits.argmax(axis=1).tolist()
-            metrics = classification_metrics(labels, preds, mv.class_names)
+            metrics = classification_metrics(labels, preds, spec.class_names)
         except Exception as exc:  # one artifact failing must not hide the others' results
             log.warning("%s failed on %s [%s]: %s", key, data_root, split, exc)
             results[key] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -70,6 +71,6 @@ def evaluate_manifest(manifest_path: str | Path, data_root: str | Path, split: s
         results[key] = metrics
         atomic_write_json(out / f"metrics_{key}.json", metrics)
     report = {"manifest": str(mv.path), "data_root": str(data_root), "split": dataset.split, "images": len(labels),
-              "class_names": list(mv.class_names), "models": results}
+              "class_names": list(spec.class_names), "models": results}
     atomic_write_json(out / "evaluation.json", report)
     return report

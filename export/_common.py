@@ -22,19 +22,23 @@ def staged_path(ctx: ExportContext, fmt: str, precision: str, mode: str | None) 
 
 def metadata(ctx: ExportContext, fmt: str, precision: str, mode: str | None) -> dict[str, Any]:
     """What a phone app needs beside the model: classes, input spec, precision (embedded where a format allows)."""
-    ckpt = ctx.checkpoint
+    spec = ctx.checkpoint.input_spec
     return {
         "producer": "emobench",
-        "arch": ckpt.arch,
+        "arch": ctx.checkpoint.arch,
         "format": fmt,
         "precision": precision,
         "mode": mode,
-        "class_names": list(ckpt.class_names),
+        "class_names": list(spec.class_names),
         "input_shape": list(ctx.input_shape),
-        "input_layout": "NCHW",
+        "input_layout": spec.layout,
         "input_dtype": "float32",
-        "mean": list(ckpt.mean),
-        "std": list(ckpt.std),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "crop_pct": spec.crop_pct,
+        "interpolation": spec.interpolation,
+        "color": spec.color,
+        "value_range": list(spec.value_range),
     }
 
 

@@ -37,8 +37,7 @@ class ExportContext:
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
-        c, h, w = self.checkpoint.input_size
-        return (self.config.batch_size, c, h, w)
+        return self.checkpoint.input_spec.batch_shape(self.config.batch_size)
 
     def example_input(self) -> torch.Tensor:
         """A batch for tracing/exporting: real images when any are loaded (shapes are all that matter)."""

@@ -1,4 +1,4 @@
-"""Real images for verification and calibration, preprocessed exactly as the checkpoint says."""
+"""Real images for verification and calibration, preprocessed exactly as the checkpoint's input contract says."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from emobench_common.input_spec import InputSpec
 from export.errors import VerificationDataError
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageSet:
-    """``images`` float32 NCHW (normalised with the checkpoint's mean/std), labels and ids."""
+    """``images`` float32 NCHW (preprocessed by the checkpoint's input contract), labels and ids."""
 
     images: np.ndarray
     labels: tuple[int, ...]
@@ -40,19 +41,18 @@ def evenly_spaced(total: int, count: int) -> list[int]:
     return [int(i * total / count) for i in range(count)]
 
 
-def load_image_set(root: Path, *, split: str, count: int, class_names: tuple[str, ...],
-                   image_size: int, mean: tuple[float, ...], std: tuple[float, ...], purpose: str) -> ImageSet:
+def load_image_set(root: Path, *, split: str, count: int, spec: InputSpec, purpose: str) -> ImageSet:
     """Read ``count`` images of ``split`` under ``root`` (evenly spread, so every class is represented).
 
     Raises:
         VerificationDataError: the root is missing, unreadable, or holds no images of the classes.
     """
     from training.datasets import DatasetError, create_dataset
-    from training.transforms import EvalTransform
+    from training.transforms import create_eval_transform
 
-    transform = EvalTransform(image_size=image_size, mean=mean, std=std)
+    transform = create_eval_transform(spec)
     try:
-        dataset = create_dataset(root, split=split, class_names=list(class_names), transform=transform,
+        dataset = create_dataset(root, split=split, class_names=list(spec.class_names), transform=transform,
                                  allow_empty_classes=True)
         chosen = evenly_spaced(len(dataset), count)
         tensors, labels = zip(*(dataset[i] for i in chosen), strict=True)

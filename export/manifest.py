@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from emobench_common.fileio import atomic_write_json, sha256_file
+from emobench_common.input_spec import InputSpec, InputSpecError
 from export.artifact import Artifact, Parity, QuantReport
 from export.errors import ManifestError
 
@@ -47,15 +48,19 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A loaded (or freshly written) export manifest; artifact paths are absolute."""
+    """A loaded (or freshly written) export manifest; artifact paths are absolute.
+
+    ``input_spec`` is the input contract the checkpoint made; the file holds it as the ``input``
+    object (with the batch size of the artifacts' input, ``input_batch_size``) and ``class_names``.
+    """
 
     folder: Path
     created_at: str
     versions: Mapping[str, str]
     checkpoint: Mapping[str, Any]
     arch: str
-    class_names: tuple[str, ...]
-    input: Mapping[str, Any]
+    input_spec: InputSpec
+    input_batch_size: int
     output: Mapping[str, Any]
     config: Mapping[str, Any]
     verification_data: Mapping[str, Any]
@@ -68,6 +73,15 @@ class Manifest:
     @property
     def path(self) -> Path:
         return self.folder / MANIFEST_NAME
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.input_spec.class_names
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """The manifest's ``input`` object."""
+        return self.input_spec.to_manifest_input(self.input_batch_size)
 
     def find(self, fmt: str, precision: str, mode: str | None = None) -> Artifact | None:
         """The artifact with that format, precision and mode, or None."""
@@ -82,7 +96,7 @@ class Manifest:
             "checkpoint": dict(self.checkpoint),
             "arch": self.arch,
             "class_names": list(self.class_names),
-            "input": dict(self.input),
+            "input": self.input,
             "output": dict(self.output),
             "config": dict(self.config),
             "verification_data": dict(self.verification_data),
@@ -176,9 +190,13 @@ def load_manifest(path: str | os.PathLike[str], *, verify_files: bool = False) -
     keys = [a.key for a in artifacts]
     if len(set(keys)) != len(keys):
         raise ManifestError(f"{path}: an artifact (format, precision, mode) is listed twice")
+    try:
+        spec = InputSpec.from_manifest_input(obj["input"], obj["class_names"], source=str(path))
+    except InputSpecError as exc:
+        raise ManifestError(exc.message, hint="re-export from the checkpoint") from exc
     return Manifest(
         folder=folder, created_at=obj["created_at"], versions=obj["versions"], checkpoint=obj["checkpoint"],
-        arch=obj["arch"], class_names=tuple(obj["class_names"]), input=obj["input"], output=obj["output"],
+        arch=obj["arch"], input_spec=spec, input_batch_size=int(obj["input"]["shape"][0]), output=obj["output"],
         config=obj["config"], verification_data=obj["verification_data"], calibration_data=obj["calibration_data"],
         artifacts=tuple(artifacts),
         failures=tuple(Failure(**f) for f in obj["failures"]),

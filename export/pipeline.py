@@ -144,11 +144,8 @@ def export_all(checkpoint_path: str | os.PathLike[str], out_dir: str | os.PathLi
         checkpoint={"path": str(checkpoint_path.resolve()), "sha256": checkpoint_sha, "arch": checkpoint.arch,
                     "epoch": checkpoint.epoch},
         arch=checkpoint.arch,
-        class_names=checkpoint.class_names,
-        input={"name": "input", "shape": list(ctx.input_shape), "dtype": "float32", "layout": "NCHW",
-               "color": "RGB", "image_size": checkpoint.image_size, "mean": list(checkpoint.mean),
-               "std": list(checkpoint.std),
-               "value_range": "RGB scaled to 0..1, then (x - mean) / std per channel"},
+        input_spec=checkpoint.input_spec,
+        input_batch_size=config.batch_size,
         output={"name": "logits", "shape": [config.batch_size, checkpoint.num_classes], "dtype": "float32",
                 "meaning": "unnormalised class scores in class_names order (softmax for probabilities)"},
         config=config.to_dict(),
@@ -255,9 +252,7 @@ def _load_calibration(checkpoint: Any, config: ExportConfig) -> ImageSet:
 
 
 def _images(checkpoint: Any, root: Path, split: str, count: int, purpose: str) -> ImageSet:
-    return load_image_set(root, split=split, count=count, class_names=checkpoint.class_names,
-                          image_size=checkpoint.image_size, mean=checkpoint.mean, std=checkpoint.std,
-                          purpose=purpose)
+    return load_image_set(root, split=split, count=count, spec=checkpoint.input_spec, purpose=purpose)
 
 
 def _eager_logits(model, images: ImageSet):

@@ -4,6 +4,10 @@ It holds only tensors and plain Python values: the format version, ``arch``, ``n
 ``class_names``, ``input_size`` (C, H, W), normalisation ``mean``/``std``, ``model_kwargs``, the
 model state, optimizer/scheduler state, epoch, best metric, history and the resolved config.
 Export and the ablation read architecture and classes from it, never from flags.
+
+The input contract (``emobench_common.input_spec.InputSpec``) is made once here, from
+``class_names``, ``input_size``, ``mean``, ``std`` and the optional ``crop_pct`` and
+``interpolation`` (absent in older checkpoints: the contract's defaults).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import nn
 
 from emobench_common.errors import EmobenchError
 from emobench_common.fileio import atomic_write_bytes
+from emobench_common.input_spec import InputSpec, InputSpecError
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +47,7 @@ class Checkpoint:
 
     path: Path
     arch: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    input_spec: InputSpec
     model_state: Mapping[str, torch.Tensor]
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     epoch: int = 0
@@ -55,8 +56,29 @@ class Checkpoint:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.input_spec.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.input_spec.num_classes
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image."""
+        return self.input_spec.input_shape
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.input_spec.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.input_spec.std
+
+    @property
     def image_size(self) -> int:
-        return self.input_size[1]
+        return self.input_spec.image_size
 
     def build_model(self) -> nn.Module:
         """The model with the stored weights, in eval mode, on the CPU."""
@@ -87,6 +109,8 @@ def make_checkpoint_dict(
     mean: Sequence[float],
     std: Sequence[float],
     model_kwargs: Mapping[str, Any] | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
     optimizer_state: Mapping[str, Any] | None = None,
     scheduler_state: Mapping[str, Any] | None = None,
     scaler_state: Mapping[str, Any] | None = None,
@@ -97,7 +121,11 @@ def make_checkpoint_dict(
     config: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the checkpoint dict (plain values only, so ``weights_only=True`` can read it)."""
+    """Assemble the checkpoint dict (plain values only, so ``weights_only=True`` can read it).
+
+    ``crop_pct`` and ``interpolation`` are stored only when given (else readers use the input
+    contract's defaults).
+    """
     state = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
     ckpt = {
         "format": CHECKPOINT_FORMAT,
@@ -121,6 +149,10 @@ def make_checkpoint_dict(
         "history": [dict(h) for h in history],
         "config": dict(config or {}),
     }
+    if crop_pct is not None:
+        ckpt["crop_pct"] = float(crop_pct)
+    if interpolation is not None:
+        ckpt["interpolation"] = str(interpolation)
     if extra:
         ckpt.update(extra)
     return ckpt
@@ -175,6 +207,8 @@ _FIELD_TYPES: dict[str, tuple[str, Any]] = {
     "mean": ("a list of finite numbers", lambda v: isinstance(v, list | tuple) and all(_is_finite(x) for x in v)),
     "std": ("a list of finite numbers > 0",
             lambda v: isinstance(v, list | tuple) and all(_is_finite(x) and x > 0 for x in v)),
+    "crop_pct": ("a number in (0, 1]", lambda v: _is_finite(v) and 0 < v <= 1),
+    "interpolation": ("bilinear, bicubic or nearest", lambda v: v in ("bilinear", "bicubic", "nearest")),
     "model_state": ("a state dict of tensors", lambda v: isinstance(v, dict)
                     and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())),
     "model_kwargs": ("a dict (or null)", lambda v: v is None or isinstance(v, dict)),
@@ -228,14 +262,14 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         raise CheckpointError(f"{path}: num_classes={num_classes} but {len(class_names)} class names")
     if len(set(class_names)) != len(class_names):
         raise CheckpointError(f"{path}: field class_names lists a class twice: {list(class_names)}")
+    try:
+        spec = InputSpec.from_dict({**obj, "input_shape": input_size}, source=str(path))
+    except InputSpecError as exc:
+        raise CheckpointError(exc.message, hint="the file was not written by `emobench train`, or was edited") from exc
     return Checkpoint(
         path=path,
         arch=str(obj["arch"]),
-        num_classes=num_classes,
-        class_names=class_names,
-        input_size=input_size,  # type: ignore[arg-type]
-        mean=mean,
-        std=std,
+        input_spec=spec,
         model_state=obj["model_state"],
         model_kwargs=obj.get("model_kwargs") or {},
         epoch=obj.get("epoch") or 0,

@@ -27,8 +27,7 @@ def _verification_images(manifest, checkpoint_path):
 
     ckpt = load_checkpoint(checkpoint_path)
     vd = manifest.verification_data
-    images = load_image_set(vd["root"], split=vd["split"], count=vd["images"], class_names=ckpt.class_names,
-                            image_size=ckpt.image_size, mean=ckpt.mean, std=ckpt.std, purpose="test")
+    images = load_image_set(vd["root"], split=vd["split"], count=vd["images"], spec=ckpt.input_spec, purpose="test")
     assert list(images.image_ids) == vd["image_ids"]
     return ckpt, images
 
