@@ -145,6 +145,6 @@ def serve(port: int, profile: str, root: Path | None, authorized_keys: Path | No
         signal.signal(signal.SIGTERM, previous)
 
 
-from android_bench.runner_cli import runner  # noqa: E402 - H4: native runner commands
+from android_bench.runner_cli import profile, runner  # noqa: E402 - H4: native runner, profiling
 
-COMMANDS = [devices, device, runner]
+COMMANDS = [devices, device, runner, profile]

@@ -1,0 +1,107 @@
+"""Per-operator profiles: ETDump on host-cpu and on the virtual device's native runner, stored in SQLite."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+from android_bench.device import connect
+from android_bench.profiling import ProfileError, analyse_etdump, operator_kind, profile_manifest
+from device_results.store import ResultsStore
+from device_results.store.profiles import read_profiles
+from tests.device_results.tiny_export import build_tiny_export
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, tiny_sample) -> Path:
+    return build_tiny_export(tmp_path_factory.getbasetemp() / "tiny_export", tiny_sample)
+
+
+def _has_etrecord(manifest: Path, key_precision: str) -> bool:
+    data = json.loads(manifest.read_text())
+    for a in data["artifacts"]:
+        if a["format"] == "executorch" and a["precision"] == key_precision:
+            rec = (a.get("details") or {}).get("etrecord")
+            return bool(rec) and (manifest.parent / rec["path"]).is_file()
+    return False
+
+
+@pytest.mark.parametrize("name,kind", [
+    ("Convolution (NHWC, F32) IGEMM", "convolution"), ("Convolution (NHWC, QD8, F32, QC8W) IGEMM", "convolution"),
+    ("Convolution (NHWC, F32) DWConv", "depthwise convolution"), ("Sigmoid (NC)", "activation"),
+    ("Multiply (ND)", "SE multiply"), ("Fully Connected (NC, F32) GEMM", "fully connected"),
+    ("Convert (NC, F32, QD8)", "quantize/convert"), ("Mean (ND) Reduce2", "pooling/mean"),
+    ("Transpose (ND, X32)", "layout (transpose/copy/reshape)"), ("native_call_add.out", "add"),
+])
+def test_operator_kinds(name, kind):
+    assert operator_kind(name) == kind
+
+
+def test_profile_host_cpu_and_the_virtual_devices_native_runner(tmp_path, manifest, virtual_device, adb_key,
+                                                                native_runner):
+    target = f"android:{virtual_device.address}"
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id, records = profile_manifest(manifest, ["host-cpu", target], store, out_root=tmp_path / "profiles",
+                                           runs=4, warmup=1, connect=functools.partial(connect, adb_key=adb_key))
+        assert store.get_run(run_id).status == "complete"
+        stored = read_profiles(store, run_id)
+        targets = {t["target_id"]: t for t in store.rows(run_id, "targets")}
+    assert sorted(stored, key=lambda r: (r.target_id, r.model_key)) == sorted(records, key=lambda r: (r.target_id, r.model_key))
+    keys = {(r.target_id, r.model_key) for r in stored}
+    assert keys == {(t, m) for t in ("host-cpu", target) for m in ("executorch-fp32", "executorch-int8-dynamic")}
+    for r in stored:
+        assert r.status == "ok", r.message
+        assert r.runs == 4 and r.execute_median_ms > 0
+        assert 0.2 < r.coverage <= 1.05, (r.target_id, r.model_key, r.coverage)
+        kinds = {o.kind for o in r.operators}
+        assert "convolution" in kinds and "depthwise convolution" in kinds and "fully connected" in kinds
+        assert all(o.delegated and o.backend == "XnnpackBackend" for o in r.operators if "NHWC" in o.operator)
+        for o in r.operators:
+            assert 0 <= o.share <= 1 and o.share == pytest.approx(o.median_ms / r.execute_median_ms)
+            assert o.p90_ms >= o.median_ms and o.calls >= 1
+        assert r.etrecord_used == _has_etrecord(manifest, r.model_key.split("-")[1])
+        assert Path(r.etdump_path).is_file()
+    int8 = next(r for r in stored if r.target_id == target and r.model_key == "executorch-int8-dynamic")
+    assert "quantize/convert" in {o.kind for o in int8.operators}  # dynamic INT8 converts activations per call
+    device_rows = [r for r in stored if r.target_id == target]
+    assert all("native executor_runner" in r.runner and r.runner_sha256 == native_runner.sha256 for r in device_rows)
+    versions = json.loads(targets[target]["library_versions_json"])
+    assert versions["runner"] == "native" and versions["runner_sha256"] == native_runner.sha256
+
+
+def test_a_runner_without_the_event_tracer_gives_latency_and_the_cmake_flags(tmp_path, manifest, virtual_device,
+                                                                             adb_key, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cmake, no compiler: the virtual device's Python stand-in runs
+    target = f"android:{virtual_device.address}"
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id, records = profile_manifest(manifest, [target], store, out_root=tmp_path / "profiles", runs=3,
+                                           warmup=1, connect=functools.partial(connect, adb_key=adb_key))
+    assert records and all(r.status == "no-etdump" for r in records)
+    for r in records:
+        assert "stand-in" in r.runner
+        assert "-DEXECUTORCH_BUILD_DEVTOOLS=ON -DEXECUTORCH_ENABLE_EVENT_TRACER=ON" in r.message
+        assert r.runs == 3 and r.execute_median_ms > 0 and r.operators == ()
+
+
+def test_a_file_that_is_not_an_etdump_is_one_clear_error(tmp_path):
+    bad = tmp_path / "x.etdump"
+    bad.write_bytes(b"not a flatbuffer" * 8)
+    with pytest.raises(ProfileError, match="is not a readable ETDump"):
+        analyse_etdump(bad)
+
+
+def test_profile_cli_prints_operators_and_stores_them(tmp_path, manifest):
+    from click.testing import CliRunner
+
+    from emobench import cli
+
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(cli, ["profile", str(manifest), "--target", "host-cpu", "--runs", "3", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "Method::execute median" in result.output and "Convolution (NHWC" in result.output
+    with ResultsStore(db) as store:
+        run = store.list_runs()[0]
+        assert run.label == "profile" and len(read_profiles(store, run.run_id)) == 2
