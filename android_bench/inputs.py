@@ -76,7 +76,7 @@ def preprocess_images(plan: AblationPlan) -> dict[int, np.ndarray]:
     for spec in plan.datasets:
         try:
             ds = create_dataset(spec.root, kind=spec.kind, split=spec.split, class_names=contract.class_names,
-                                allow_empty_classes=True)
+                                allow_empty_classes=True, faces=spec.faces)
         except DatasetError as exc:
             raise PlanError(f"{spec.role} dataset of the plan: {exc.message}", hint=exc.hint) from exc
         index_of = {s.image_id: i for i, s in enumerate(ds.samples)}

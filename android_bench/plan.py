@@ -54,6 +54,7 @@ class DatasetSpec:
     name: str
     n_images: int
     image_ids_sha256: str
+    faces: bool = False  # images cropped to their face on the fly (training.faces), as `--faces` asks
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,9 @@ class PlanConfig:
         cooldown_timeout_s: the longest a cooldown waits.
         seed: drives image selection and model order.
         seen_split, unseen_split: dataset splits to draw from.
+        seen_kind, unseen_kind: dataset layouts ('auto' detects; e.g. 'rafdb_folder' for a RAF-DB copy
+            sorted into emotion-named folders, which would be detected as FER-2013 images).
+        unseen_faces: crop the unseen photos to their face on the fly (EXIF-upright, most confident face).
         models: model keys to run (default: every FP32 and INT8 artifact plus eager FP32).
         include_eager: add the checkpoint's eager FP32 model (host targets only).
         allow_reuse: draw images again once a dataset is exhausted instead of refusing.
@@ -272,6 +276,9 @@ class PlanConfig:
     seed: int = 0
     seen_split: str = "test"
     unseen_split: str = "all"
+    seen_kind: str = "auto"
+    unseen_kind: str = "auto"
+    unseen_faces: bool = False
     models: tuple[str, ...] | None = None
     include_eager: bool = True
     allow_reuse: bool = False
@@ -334,11 +341,11 @@ def draw_batches(image_ids: Sequence[str], n_batches: int, batch_size: int, *, s
     return [drawn[b * batch_size:(b + 1) * batch_size] for b in range(n_batches)]
 
 
-def _load_dataset(root: Path, split: str, class_names: tuple[str, ...], role: str):
+def _load_dataset(root: Path, split: str, class_names: tuple[str, ...], role: str, kind: str = "auto"):
     from training.datasets import DatasetError, create_dataset
 
     try:
-        return create_dataset(root, split=split, class_names=class_names, allow_empty_classes=True)
+        return create_dataset(root, kind=kind, split=split, class_names=class_names, allow_empty_classes=True)
     except DatasetError as exc:
         raise PlanError(f"{role} dataset: {exc.message}", hint=exc.hint) from exc
 
@@ -414,7 +421,7 @@ def build_plan(cfg: PlanConfig) -> AblationPlan:
     for role in roles:
         root = Path(cfg.seen if role == "seen" else cfg.unseen).resolve()  # type: ignore[arg-type]
         split = cfg.seen_split if role == "seen" else cfg.unseen_split
-        ds = _load_dataset(root, split, mv.input_spec.class_names, role)
+        ds = _load_dataset(root, split, mv.input_spec.class_names, role, cfg.seen_kind if role == "seen" else cfg.unseen_kind)
         ids = ds.image_ids
         if len(set(ids)) != len(ids):
             raise PlanError(f"{role} dataset {root} lists an image id twice")
@@ -431,7 +438,8 @@ def build_plan(cfg: PlanConfig) -> AblationPlan:
         name = _dataset_name(ds.kind, root)
         datasets.append(DatasetSpec(role=role, root=str(root), kind=ds.kind, split=ds.split, name=name,
                                     n_images=len(ids), image_ids_sha256=hashlib.sha256(
-                                        "\n".join(sorted(ids)).encode()).hexdigest()))
+                                        "\n".join(sorted(ids)).encode()).hexdigest(),
+                                    faces=cfg.unseen_faces and role == "unseen"))
         draws[role] = (batches, ids, ds.targets, name)
 
     order_rng = random.Random(sub_seed(cfg.seed, "model-order"))

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def evaluate_manifest(manifest_path: str | Path, data_root: str | Path, split: str, out_dir: str | Path, *,
                       threads: int | None = None, include_eager: bool = True, chunk_images: int = 64,
-                      kind: str = "auto") -> dict[str, Any]:
+                      kind: str = "auto", faces: bool = False) -> dict[str, Any]:
     """Score every model of a manifest on ``split`` of ``data_root``; write JSON into ``out_dir``.
 
     Writes ``out_dir/evaluation.json`` (all models) and ``out_dir/metrics_<model>.json`` (one each).
@@ -42,7 +42,8 @@ def evaluate_manifest(manifest_path: str | Path, data_root: str | Path, split: s
     mv = read_manifest(Path(manifest_path), verify=True)
     out = Path(out_dir)
     spec = mv.input_spec
-    dataset = create_dataset(data_root, kind=kind, split=split, class_names=spec.class_names, allow_empty_classes=True)
+    dataset = create_dataset(data_root, kind=kind, split=split, class_names=spec.class_names, allow_empty_classes=True,
+                             faces=faces)
     transform = create_eval_transform(spec)
     images = np.stack([transform(dataset.load_image(i)).numpy() for i in range(len(dataset))]).astype(np.float32)
     labels = dataset.targets
@@ -72,5 +73,7 @@ def evaluate_manifest(manifest_path: str | Path, data_root: str | Path, split: s
         atomic_write_json(out / f"metrics_{key}.json", metrics)
     report = {"manifest": str(mv.path), "data_root": str(data_root), "split": dataset.split, "images": len(labels),
               "class_names": list(spec.class_names), "models": results}
+    if dataset.face_scan is not None:
+        report["faces"] = dataset.face_scan.summary()
     atomic_write_json(out / "evaluation.json", report)
     return report

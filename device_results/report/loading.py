@@ -118,15 +118,37 @@ def _manifest_layer_counts(plan: Mapping[str, Any]) -> dict[str, tuple[int, int]
     return out
 
 
-def _artifact_view(run_id: str, row: Mapping[str, Any], layers: Mapping[str, tuple[int, int]]) -> ArtifactView:
+def _manifest_parity(plan: Mapping[str, Any]) -> dict[str, tuple[str, Mapping[str, Any]]]:
+    """model key -> (sha256, parity) from the run's export manifest, when it is still on disk."""
+    path = plan.get("manifest_path") if isinstance(plan, Mapping) else None
+    try:
+        manifest = json.loads(Path(str(path)).read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for art in manifest.get("artifacts", []) if isinstance(manifest, Mapping) else []:
+        if isinstance(art, Mapping) and isinstance(art.get("parity"), Mapping):
+            key = f"{art.get('format')}-{art.get('precision')}" + (f"-{art['mode']}" if art.get("mode") else "")
+            out[key] = (str(art.get("sha256", "")), art["parity"])
+    return out
+
+
+def _artifact_view(run_id: str, row: Mapping[str, Any], layers: Mapping[str, tuple[int, int]],
+                   parities: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None) -> ArtifactView:
     entry = json.loads(row["entry_json"] or "{}")
     quant = entry.get("quantization") if isinstance(entry, Mapping) else None
     quant = quant if isinstance(quant, Mapping) else {}
     if not quant and row["model_key"] in layers:
         quant = dict(zip(("layers_quantized", "layers_total"), layers[row["model_key"]], strict=True))
+    # the parity the run recorded; else the manifest's, if it still describes this very file
+    parity = entry.get("parity") if isinstance(entry, Mapping) else None
+    if not isinstance(parity, Mapping):
+        sha, found = (parities or {}).get(row["model_key"], ("", None))
+        parity = found if sha == row["sha256"] else None
     return ArtifactView(run_id=run_id, model_key=row["model_key"], format=row["format"], precision=row["precision"],
                         quantization=row["quantization"], size_bytes=int(row["size_bytes"]), sha256=row["sha256"],
-                        layers_quantized=quant.get("layers_quantized"), layers_total=quant.get("layers_total"))
+                        layers_quantized=quant.get("layers_quantized"), layers_total=quant.get("layers_total"),
+                        parity=parity)
 
 
 def _target_ratio(num: TargetCells, den: TargetCells, model_key: str, config: ReportConfig, paired: bool) -> Interval | None:
@@ -247,7 +269,8 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
         experiments_by_run[run.run_id] = {e["experiment_index"]: e for e in exps}
         run_views.append(_run_view(run, len(exps)))
         layers = _manifest_layer_counts(run.plan)
-        artifacts.extend(_artifact_view(run.run_id, a, layers) for a in store.rows(run.run_id, "artifacts"))
+        parities = _manifest_parity(run.plan)
+        artifacts.extend(_artifact_view(run.run_id, a, layers, parities) for a in store.rows(run.run_id, "artifacts"))
         if not class_names:
             class_names = tuple((run.plan.get("input_spec") or run.plan).get("class_names", ()))
         support = defaultdict(list)
@@ -334,7 +357,7 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
         thermal[c.target.label] = _thermal(c, ran)
 
     pairs.extend(_cross_hardware_pairs(all_cells, model_keys, formats, precisions, artifacts, config))
-    warnings = report_warnings(all_cells, targets, latencies, pairs, runs, config)
+    warnings = report_warnings(all_cells, targets, latencies, pairs, runs, config, artifacts=artifacts)
     return ReportData(
         config=config, db_path=str(store.path), runs=tuple(run_views), targets=tuple(targets),
         artifacts=tuple(artifacts), class_names=class_names, model_keys=model_keys, latencies=tuple(latencies),

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from device_results.report.views import Interval, ReportData
+from device_results.report.views import ArtifactView, Interval, ReportData
 
 
 @dataclass(frozen=True)
@@ -118,13 +118,31 @@ def _artifacts(data: ReportData) -> Table:
         seen.add((a.model_key, a.sha256))
         layers = (f"{a.layers_quantized}/{a.layers_total}" if a.layers_quantized is not None and a.layers_total
                   else ("-" if a.precision == "fp32" else "n/a"))
-        rows.append((a.model_key, a.format, a.precision, a.quantization, fmt_bytes(a.size_bytes), layers, a.sha256[:12]))
+        p = a.parity or {}
+        rows.append((a.model_key, a.format, a.precision, a.quantization, fmt_bytes(a.size_bytes), layers,
+                     _parity_text(a), a.sha256[:12]))
         raw.append((a.run_id, a.model_key, a.format, a.precision, a.quantization, a.size_bytes, a.layers_quantized,
-                    a.layers_total, a.sha256))
+                    a.layers_total, p.get("images"), p.get("top1_agreement"), p.get("max_abs_diff"),
+                    p.get("threshold"), None if not p else int(not a.parity_below_threshold), a.sha256))
+    below = [r for r in rows if r[6].endswith("UNDER THRESHOLD")]
     return Table("artifacts", "What ran: models", ("model", "format", "precision", "quantization", "size",
-                                                   "layers quantized", "sha256"), tuple(rows),
+                                                   "layers quantized", "export parity vs eager", "sha256"),
+                 tuple(rows),
                  ("run_id", "model_key", "format", "precision", "quantization", "size_bytes", "layers_quantized",
-                  "layers_total", "sha256"), tuple(raw))
+                  "layers_total", "parity_images", "parity_top1_agreement", "parity_max_abs_diff", "parity_threshold",
+                  "parity_passed", "sha256"), tuple(raw),
+                 note="Export parity: top-1 agreement and max |logit difference| with the eager FP32 model on the "
+                      "export's verification images." + (f" {len(below)} INT8 artifact(s) under the export's "
+                                                         "agreement threshold." if below else ""),
+                 flagged_rows=tuple(i for i, r in enumerate(rows) if r in below))
+
+
+def _parity_text(a: ArtifactView) -> str:
+    p = a.parity
+    if not p or p.get("top1_agreement") is None:
+        return "not recorded" if a.format != "eager" else "-"
+    text = f"top-1 {float(p['top1_agreement']):.1%} of {p.get('images', '?')}, max |diff| {float(p['max_abs_diff']):.2g}"
+    return text + (" UNDER THRESHOLD" if a.parity_below_threshold else "")
 
 
 def _latency(data: ReportData) -> Table:

@@ -6,6 +6,7 @@ plot and HTML modules only lay them out. Definitions the numbers follow are in `
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,20 @@ class ArtifactView:
     sha256: str
     layers_quantized: int | None
     layers_total: int | None
+    # the export's check against the eager model (export.artifact.Parity as a dict: images,
+    # top1_agreement, max_abs_diff, passed, threshold); None when neither the run nor the manifest has it
+    parity: Mapping[str, Any] | None = None
+
+    @property
+    def parity_below_threshold(self) -> bool:
+        """An INT8 artifact whose top-1 agreement with eager fell under the export's threshold."""
+        p = self.parity
+        if self.precision == "fp32" or not p or p.get("top1_agreement") is None:
+            return False
+        if "passed" in p:
+            return not p["passed"]
+        m = re.search(r"top1_agreement >= ([0-9.]+)", str(p.get("threshold", "")))
+        return bool(m) and float(p["top1_agreement"]) < float(m.group(1))
 
 
 @dataclass(frozen=True)

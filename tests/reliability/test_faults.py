@@ -196,6 +196,30 @@ def reference(reference_run) -> dict[str, list[tuple]]:
 _ITERATION_LINE = re.compile(r"Iteration (\d+) of (\d+): ([0-9.]+) ms")
 
 
+def test_report_of_the_virtual_device_says_temperatures_were_not_measured(reference_run, tmp_path):
+    """On a host without thermal zones the virtual device serves its profile's constants: the stored
+    target says so, and the report calls them not measured and draws no temperature curve."""
+    from device_results.report import ReportConfig, load_report_data, write_report
+
+    db, run_id, _ = reference_run
+    host_sensors = any(Path("/sys/class/thermal").glob("thermal_zone*/temp"))
+    expected = "host sensor" if host_sensors else "profile constant"
+    with ResultsStore(db) as store:
+        (row,) = store.rows(run_id, "targets")
+        data = load_report_data(store, [run_id], ReportConfig(bootstrap_resamples=50))
+    assert row["thermal_source"] == expected
+    if host_sensors:
+        pytest.skip("this host has thermal zones: the virtual device passes real host readings through")
+    (target,) = data.targets
+    assert "temperature: not measured (profile constant)" in target.telemetry_note
+    points = data.thermal[target.label]
+    assert points and all(p.temp_before_c is None and p.temp_after_c is None for p in points)
+    assert not [w for w in data.warnings if w.kind in ("thermal", "frequency")]
+    files = write_report(db, [run_id], tmp_path / "report")
+    page = files.html.read_text()
+    assert "temperature: not measured (profile constant)" in page
+
+
 def test_stored_latencies_are_the_runner_log_lines_saved_for_the_cell(reference_run):
     """Every latency stored for a device cell is the runner's own timing line in the log saved for that
     cell, after the warm-up iterations, in order; read here with a regex of its own, not the parser."""
