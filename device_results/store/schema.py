@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from device_results.store.errors import StoreError
+from device_results.store.profiles import PROFILE_TABLE_ORDER, PROFILES_V3
 
 RUN_STATUSES = ("incomplete", "partial", "complete")
 CELL_STATUSES = ("ok", "failed")
@@ -162,7 +163,8 @@ UPDATE targets SET
 """
 
 # MIGRATIONS[v] upgrades a database from version v to v + 1; statements are separated by ";".
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, TELEMETRY_SOURCES_V2)
+# Version 3: per-operator profiles from ExecuTorch's ETDump (issue 13; DDL in store/profiles.py).
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, TELEMETRY_SOURCES_V2, PROFILES_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Columns of each table that identify a row and the order rows are listed in.
@@ -177,6 +179,7 @@ TABLE_ORDER: dict[str, tuple[str, ...]] = {
     "predictions": ("target_id", "experiment_index", "model_key", "position"),
     "telemetry": ("target_id", "experiment_index", "phase"),
 }
+TABLE_ORDER.update(PROFILE_TABLE_ORDER)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -105,3 +105,31 @@ def test_profile_cli_prints_operators_and_stores_them(tmp_path, manifest):
     with ResultsStore(db) as store:
         run = store.list_runs()[0]
         assert run.label == "profile" and len(read_profiles(store, run.run_id)) == 2
+
+
+def test_an_older_database_gets_the_profile_tables_by_migration(tmp_path):
+    import sqlite3
+
+    from device_results.store import SCHEMA_VERSION
+    from device_results.store.profiles import OperatorRow, ProfileRecord, record_profile
+    from device_results.store.schema import MIGRATIONS
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    for migration in MIGRATIONS[:2]:  # a database written before profiles existed
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with ResultsStore(path) as store:
+        assert SCHEMA_VERSION == 3
+        assert store.table_columns("operator_profiles")[3:6] == ["operator", "delegated", "kind"]
+        run_id = store.create_run(plan={"kind": "profile"}, artifacts=[], experiments=[])
+        op = OperatorRow("Convolution (NHWC, F32) IGEMM", "convolution", "XnnpackBackend", True, 12, 1.5, 1.7, 0.4)
+        record_profile(store, run_id, ProfileRecord("host-cpu", "executorch-fp32", "ok", 5, "in-process",
+                                                    3.75, 3.4, 0.9, operators=(op,)))
+        assert read_profiles(store, run_id)[0].operators == (op,)
+        assert store.counts(run_id)["operator_profiles"] == 1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3

@@ -80,7 +80,8 @@ def test_merge_copies_every_row_and_keeps_origin(tmp_path, two_hosts):
     # 1 target, 2 supports, 2 artifacts, 3 experiments, 3 markers, 6 cells, 12 latencies, 12 predictions, 6 telemetry
     assert result.sources[0].rows_added == {"runs": 1, "targets": 1, "target_models": 2, "artifacts": 2,
                                             "experiments": 3, "target_experiments": 3, "cells": 6, "latencies": 12,
-                                            "predictions": 12, "telemetry": 6}
+                                            "predictions": 12, "telemetry": 6, "profiles": 0,
+                                            "operator_profiles": 0}
     # every row of both runs, byte for byte as the store reads it back
     assert _dump(into, run_a) == _dump(a, run_a)
     assert _dump(into, run_b) == _dump(b, run_b)

@@ -180,7 +180,7 @@ def test_table_columns_and_csv_export_of_empty_tables(tmp_path):
     assert (tmp_path / "csv" / "latencies.csv").read_text() == (
         "run_id,target_id,experiment_index,model_key,repeat_index,latency_ms\n")
     assert (tmp_path / "csv" / "targets.csv").read_text().count("\n") == 2
-    assert len(paths) == 10
+    assert len(paths) == 12  # run.csv + 11 tables (9 + the profile tables of migration 3)
 
 
 def test_migrations_bring_an_older_file_up_and_run_once(tmp_path, monkeypatch):
