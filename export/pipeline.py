@@ -168,6 +168,9 @@ def _export_and_verify(ctx: ExportContext, fmt: str, precision: str, mode: str |
     for artifact in verified:  # every file of this job passed: move them into place
         target = out_dir / artifact.path.name
         os.replace(artifact.path, target)
+        etrecord = artifact.details.get("etrecord")
+        if etrecord:  # ExecuTorch's ETRecord, written beside the .pte in staging (per-operator profiling)
+            os.replace(artifact.path.parent / etrecord["path"], out_dir / etrecord["path"])
         final.append(artifact.with_(path=target))
     return final
 
@@ -205,11 +208,14 @@ def _prepare_out_dir(out_dir: Path, checkpoint_sha: str, arch: str, config: Expo
     if old is not None:
         for artifact in old.artifacts:
             artifact.path.unlink(missing_ok=True)
+            etrecord = artifact.details.get("etrecord")
+            if etrecord:
+                (out_dir / etrecord["path"]).unlink(missing_ok=True)
 
 
 def _is_artifact_name(path: Path, arch: str) -> bool:
     return path.is_file() and not path.is_symlink() and path.name.startswith(f"{arch}_") \
-        and path.suffix in EXTENSIONS.values()
+        and (path.suffix in EXTENSIONS.values() or path.suffix == ".etrecord")
 
 
 def _resolve_eval_root(checkpoint: Any, config: ExportConfig) -> Path:

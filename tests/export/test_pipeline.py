@@ -38,7 +38,9 @@ def test_every_format_precision_mode_is_exported(full_export):
     assert {a.key for a in manifest.artifacts} == EXPECTED_KEYS
     assert [(s.format, s.precision, s.mode) for s in manifest.skipped] == [("torchscript", "int8", "static")]
     on_disk = sorted(p.name for p in manifest.folder.iterdir())
-    assert on_disk == sorted([a.path.name for a in manifest.artifacts] + ["manifest.json"])  # no staging left
+    etrecords = [a.details["etrecord"]["path"] for a in manifest.artifacts if a.format == "executorch"]
+    assert len(etrecords) == 3 and all(name.endswith(".etrecord") for name in etrecords)  # one beside each .pte
+    assert on_disk == sorted([a.path.name for a in manifest.artifacts] + etrecords + ["manifest.json"])  # no staging left
     for a in manifest.artifacts:
         assert a.path.name == artifact_filename("test_efficientnet", a.format, a.precision, a.mode)
         assert a.size_bytes == a.path.stat().st_size > 10_000
