@@ -73,11 +73,11 @@ class FaceCrop:
         cx, cy = (self.left + self.right) / 2, (self.top + self.bottom) / 2
         if self.angle_deg:
             fill = image.getpixel((min(max(int(cx), 0), image.width - 1), 0))
-            image = image.rotate(self.angle_deg, resample=Image.BICUBIC, center=(cx, cy), fillcolor=fill)
+            image = image.rotate(self.angle_deg, resample=Image.Resampling.BICUBIC, center=(cx, cy), fillcolor=fill)
         box = tuple(round(v) for v in (self.left, self.top, self.right, self.bottom))
         crop = _crop_padded(image, box)  # type: ignore[arg-type]
         if size is not None and crop.size != (size, size):
-            crop = crop.resize((size, size), Image.BICUBIC)
+            crop = crop.resize((size, size), Image.Resampling.BICUBIC)
         return crop
 
 

@@ -142,10 +142,10 @@ def draw_face(emotion: str, rng: np.random.Generator, *, size: int, style: str =
         d.line(pts, fill=ink, width=lw + 1)
 
     angle = rng.uniform(-10, 10)
-    img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=img.getpixel((0, 0)))
+    img = img.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=img.getpixel((0, 0)))
     if style == "photo":
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.0)))
-    img = img.resize((size, size), Image.BILINEAR)
+    img = img.resize((size, size), Image.Resampling.BILINEAR)
     noise_sigma = rng.uniform(2, 10) if style == "lab" else rng.uniform(4, 14)
     arr = np.asarray(img, dtype=np.float32) + rng.normal(0, noise_sigma, (size, size, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
