@@ -21,8 +21,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# ruff (style, bugs), import-linter (the layer order in pyproject.toml), mypy (types of all non-test code)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy .
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
