@@ -28,6 +28,8 @@ from pathlib import Path
 
 from device_results.report.devices import device_tables
 from device_results.report.loading import load_report_data
+from device_results.report.profiles import CHART_TITLE as PROFILE_CHART_TITLE
+from device_results.report.profiles import load_profiles, profile_tables, write_profile_chart
 from device_results.report.tables import build_tables, markdown_document, summary_rows, to_csv
 from device_results.report.views import ReportConfig, ReportData
 from emobench_common.errors import EmobenchError
@@ -89,8 +91,12 @@ def write_report_from_data(data: ReportData, out_dir: str | os.PathLike[str]) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tables = build_tables(data) + device_tables(data)
+        profiles = load_profiles(data)  # "Where the time goes" (issue 13), when the runs were profiled
+        tables = build_tables(data) + device_tables(data) + profile_tables(data, profiles)
         plots = write_plots(data, stage)
+        chart = write_profile_chart(data, profiles, stage)
+        if chart is not None:
+            plots.append((chart, PROFILE_CHART_TITLE))
         csv_files = []
         for t in tables:
             path = stage / f"{t.key}.csv"

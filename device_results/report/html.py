@@ -119,6 +119,10 @@ def render_html(data: ReportData, tables: Sequence[Table], plots: Sequence[tuple
                      f"{table('per_class')}</details>")
     parts.append(table("cross_target_agreement"))
 
+    from device_results.report.profiles import CHART, profile_section_html
+
+    parts.append(profile_section_html(dict(by_key), plot(CHART), to_html))
+
     parts.append('<h2 id="definitions">Definitions</h2><ul class="defs">'
                  "<li>Per-image latency = timed batch latency / batch size; median and p90 over every timed repeat, "
                  "with distribution-free order-statistic 95% intervals.</li>"

@@ -71,6 +71,23 @@ def test_profile_host_cpu_and_the_virtual_devices_native_runner(tmp_path, manife
     versions = json.loads(targets[target]["library_versions_json"])
     assert versions["runner"] == "native" and versions["runner_sha256"] == native_runner.sha256
 
+    # The report's "Where the time goes": summary, FP32 vs INT8 per kind, top operators and one chart.
+    from device_results.report import write_report
+    from tests.device_results.test_report_html import ARTIFACT_DIR, check_page_in_chromium
+
+    files = write_report(tmp_path / "r.db", [run_id], tmp_path / "report")
+    page = files.html.read_text()
+    assert '<h2 id="where-the-time-goes">Where the time goes</h2>' in page
+    for key in ("profile_summary", "profile_kinds", "profile_top_operators"):
+        assert f'id="t-{key}"' in page and (files.out_dir / f"{key}.csv").is_file()
+    assert "where_the_time_goes.png" in {p.name for p in files.png}
+    assert "emobench&#x27;s native executor_runner" in page and native_runner.sha256[:12] in page
+    kinds_csv = (files.out_dir / "profile_kinds.csv").read_text()
+    assert "convolution" in kinds_csv and "executorch-int8-dynamic" in kinds_csv
+    seen = check_page_in_chromium(files.html, ARTIFACT_DIR / "report-profile.png")
+    assert "Where the time goes" in seen["headings"]
+    assert any("Where the time goes" in i["alt"] for i in seen["images"])
+
 
 def test_a_runner_without_the_event_tracer_gives_latency_and_the_cmake_flags(tmp_path, manifest, virtual_device,
                                                                              adb_key, monkeypatch):
