@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from emobench_common.names import DEFAULT_DB
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 _path = click.Path(path_type=Path)
 _existing = click.Path(exists=True, path_type=Path)
@@ -121,7 +125,7 @@ class _Progress:
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeRemainingColumn(), console=Console(stderr=True), transient=False)
         self._progress.start()
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         return self
 
     def __call__(self, event) -> None:

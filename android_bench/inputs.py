@@ -126,4 +126,4 @@ def prepare_inputs(plan: AblationPlan, folder: Path) -> PreparedInputs:
         files[index], hashes[index] = path, digest
     shape = plan.input_spec.batch_shape(plan.batch_size)
     log.info("prepared %d input files (%s) in %s", len(files), "x".join(map(str, shape)), folder)
-    return PreparedInputs(folder=folder, shape=shape, files=files, sha256=hashes)  # type: ignore[arg-type]
+    return PreparedInputs(folder=folder, shape=shape, files=files, sha256=hashes)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from android_bench.runners import open_session
 from device_results import stats
 from emobench_common.fileio import atomic_write_bytes
 from emobench_common.names import EAGER_KEY
+
+if TYPE_CHECKING:
+    from android_bench.device import Device
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def _latency_plan(manifest: Path, targets: Sequence[str], *, runs: int, warmup: 
 def measure_latency(manifest: str | Path, targets: Sequence[str] = ("host-cpu",), *, runs: int = 30,
                     warmup: int = 3, threads: int | None = None, affinity: str | None = None,
                     runner: Path | None = None, include_eager: bool = True,
-                    connect: Callable[[str], object] | None = None, seed: int = 0) -> list[LatencyRow]:
+                    connect: Callable[[str], Device] | None = None, seed: int = 0) -> list[LatencyRow]:
     """Time every model of a manifest on every target.
 
     Raises:
@@ -95,7 +99,7 @@ def measure_latency(manifest: str | Path, targets: Sequence[str] = ("host-cpu",)
         path = atomic_write_bytes(folder / "exp_000.f32", x.tobytes())
         import hashlib
 
-        inputs = PreparedInputs(folder=folder, shape=x.shape, files={0: path},  # type: ignore[arg-type]
+        inputs = PreparedInputs(folder=folder, shape=plan.input_spec.batch_shape(plan.batch_size), files={0: path},
                                 sha256={0: hashlib.sha256(x.tobytes()).hexdigest()})
         exp = plan.experiments[0]
         for target in plan.targets:
@@ -106,19 +110,19 @@ def measure_latency(manifest: str | Path, targets: Sequence[str] = ("host-cpu",)
                 supported = [m for m in plan.models if session.support(m) is None]
                 session.prepare(supported, inputs)
                 for m in plan.models:
-                    common = dict(target=target.spec, is_virtual=virtual, model_key=m.key,
-                                  size_mb=m.size_bytes / 1e6, batch_size=plan.batch_size, runs=runs)
+                    row = LatencyRow(target=target.spec, is_virtual=virtual, model_key=m.key,
+                                     size_mb=m.size_bytes / 1e6, batch_size=plan.batch_size, runs=runs)
                     reason = session.support(m)
                     if reason:
-                        rows.append(LatencyRow(**common, note=reason))
+                        rows.append(replace(row, note=reason))
                         continue
                     outcome = session.run_cell(exp, m, inputs)
                     if not outcome.ok:
-                        rows.append(LatencyRow(**common, note=outcome.error))
+                        rows.append(replace(row, note=outcome.error))
                         continue
                     s = stats.latency_summary(outcome.latencies_ms)
-                    rows.append(LatencyRow(**common, avg_ms=s.mean_ms, min_ms=s.min_ms, max_ms=s.max_ms,
-                                           median_ms=s.median_ms, p90_ms=s.p90_ms))
+                    rows.append(replace(row, avg_ms=s.mean_ms, min_ms=s.min_ms, max_ms=s.max_ms,
+                                        median_ms=s.median_ms, p90_ms=s.p90_ms))
             finally:
                 session.close()
     return rows

@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +40,10 @@ from device_results.store import TargetRecord, Telemetry
 from emobench_common.errors import EmobenchError
 from emobench_common.fileio import sha256_file
 from emobench_common.names import utc_now
+
+if TYPE_CHECKING:
+    from android_bench.device import Device
+    from export.runtimes import HostRuntime
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +176,7 @@ class HostSession:
             if not torch.cuda.is_available():
                 raise TargetError("target host-cuda: torch.cuda.is_available() is False on this machine",
                                   hint="drop --target host-cuda here, or run on a machine with an NVIDIA GPU")
-        self._runtimes: dict[str, object] = {}
+        self._runtimes: dict[str, HostRuntime] = {}
         self._load_errors: dict[str, str] = {}
         self.inference_ms_total = 0.0  # every runtime call, warm-up included (for harness-overhead figures)
         self.transfer_s = 0.0
@@ -227,6 +232,7 @@ class HostSession:
 
         for m in models:
             try:
+                rt: HostRuntime
                 if m.format == "eager":
                     rt = EagerRuntime.from_checkpoint(self.plan.model_path(m), device=self.device,
                                                       threads=self.plan.threads)
@@ -256,14 +262,14 @@ class HostSession:
         for _ in range(warmup):
             self._sync()
             t0 = time.perf_counter()
-            out = rt.run(x)  # type: ignore[attr-defined]
+            out = rt.run(x)
             self._sync()
             self.inference_ms_total += (time.perf_counter() - t0) * 1e3
         latencies = []
         for _ in range(repeats):
             self._sync()
             t0 = time.perf_counter()
-            out = rt.run(x)  # type: ignore[attr-defined]
+            out = rt.run(x)
             self._sync()
             latencies.append((time.perf_counter() - t0) * 1e3)
         self.inference_ms_total += sum(latencies)
@@ -310,7 +316,7 @@ class AndroidSession:
 
     def __init__(self, target: TargetSpec, plan: AblationPlan, *, run_id: str, log_dir: Path,
                  runner: Path | None = None, log_form: str = "auto", runner_timeout_s: float = 600,
-                 connect: Callable[[str], object] | None = None, reconnect_attempts: int = 5) -> None:
+                 connect: Callable[[str], Device] | None = None, reconnect_attempts: int = 5) -> None:
         from android_bench.device import DeviceError
         from android_bench.device import connect as default_connect
 
@@ -324,11 +330,11 @@ class AndroidSession:
         self.runner_timeout_s = runner_timeout_s
         self.reconnect_attempts = reconnect_attempts
         try:
-            self.device = (connect or default_connect)(target.address)
+            self.device: Device = (connect or default_connect)(target.address)
         except DeviceError as exc:
             raise TargetError(f"target {target.spec} is not reachable: {exc.message}",
                               hint=exc.hint or "check `adb devices`, the cable or `adb tcpip`, and the address") from exc
-        self.info = self.device.info()  # type: ignore[attr-defined]
+        self.info = self.device.info()
         self.runner_kind = "user-supplied" if runner else "device's own"
         if self.runner_local is None and self.info.is_virtual:
             # The virtual device runs emobench's native runner (built on demand) as a host process; the
@@ -367,7 +373,7 @@ class AndroidSession:
         if self.runner_local:
             versions["runner_sha256"] = sha256_file(self.runner_local)
         with contextlib.suppress(Exception):
-            versions["runner_sha256_on_device"] = self.device.sha256(self.remote_runner)  # type: ignore[attr-defined]
+            versions["runner_sha256_on_device"] = self.device.sha256(self.remote_runner)
         return TargetRecord(target_id=self.target.spec, kind="android", is_virtual=bool(self.info.is_virtual),
                             info=self.info.to_dict(), library_versions=versions, threads=self.plan.threads,
                             affinity_mask=self.plan.affinity_mask, how_obtained=self.how_obtained,
@@ -386,11 +392,11 @@ class AndroidSession:
     def _ensure_file(self, local: Path, remote: str, sha: str, *, mode: int | None = None) -> None:
         """Push unless the device already holds exactly this file (sha256-checked either way)."""
         dev = self.device
-        if dev.exists(remote) and dev.sha256(remote) == sha:  # type: ignore[attr-defined]
+        if dev.exists(remote) and dev.sha256(remote) == sha:
             self._pushed[remote] = (local, sha)
             return
         t0 = time.perf_counter()
-        dev.push(local, remote, verify_sha256=True, mode=mode)  # type: ignore[attr-defined]
+        dev.push(local, remote, verify_sha256=True, mode=mode)  # type: ignore[call-arg]  # Device.push lacks mode
         self.transfer_s += time.perf_counter() - t0
         self.transfer_bytes += local.stat().st_size
         self._pushed[remote] = (local, sha)
@@ -420,7 +426,7 @@ class AndroidSession:
                 raise TargetError(f"{self.runner_local} is built for {abi}, but {self.target.spec} runs "
                                   f"{', '.join(abis)}", hint=BUILD_RUNNER_HINT)
             self.remote_runner = f"{DEVICE_BASE_DIR}/bin/executor_runner"
-        elif not dev.exists(DEFAULT_DEVICE_RUNNER):  # type: ignore[attr-defined]
+        elif not dev.exists(DEFAULT_DEVICE_RUNNER):
             raise TargetError(f"{self.target.spec} has no executor_runner at {DEFAULT_DEVICE_RUNNER} and none was given",
                               hint=BUILD_RUNNER_HINT)
         files: list[tuple[Path, str, str, int | None]] = []
@@ -443,9 +449,9 @@ class AndroidSession:
         if self.runner_local is not None:
             files.append((self.runner_local, self.remote_runner, sha256_file(self.runner_local), 0o755))
         dev.shell(["mkdir", "-p", f"{DEVICE_BASE_DIR}/models", f"{DEVICE_BASE_DIR}/bin", f"{self.run_dir}/inputs",
-                   f"{self.run_dir}/out"], timeout_s=30)  # type: ignore[attr-defined]
+                   f"{self.run_dir}/out"], timeout_s=30)
         need = sum(f[0].stat().st_size for f in files)
-        free = dev.free_bytes(DEVICE_BASE_DIR)  # type: ignore[attr-defined]
+        free = dev.free_bytes(DEVICE_BASE_DIR)
         margin = 16 * 1024 * 1024
         if free < need + margin:
             raise TargetError(
@@ -465,22 +471,22 @@ class AndroidSession:
         """
         from android_bench.device import DeviceError, DeviceUnreachableError, retry_with_backoff
 
-        retry_with_backoff(self.device.reconnect, attempts=self.reconnect_attempts,  # type: ignore[attr-defined]
+        retry_with_backoff(self.device.reconnect, attempts=self.reconnect_attempts,
                            retry_on=(DeviceUnreachableError,))
         for remote, (local, sha) in list(self._pushed.items()):
             try:
-                ok = self.device.exists(remote) and self.device.sha256(remote) == sha  # type: ignore[attr-defined]
+                ok = self.device.exists(remote) and self.device.sha256(remote) == sha
             except DeviceError:
                 ok = False
             if not ok:
                 log.warning("%s: %s lost or changed after reconnect; pushing again", self.target.spec, remote)
-                self.device.push(local, remote, verify_sha256=True)  # type: ignore[attr-defined]
+                self.device.push(local, remote, verify_sha256=True)
 
     def telemetry(self) -> Telemetry:
         from android_bench.device_info import read_cpu_freqs_khz, read_temperatures_c
 
-        temps = read_temperatures_c(self.device)  # type: ignore[arg-type]
-        freqs = read_cpu_freqs_khz(self.device)  # type: ignore[arg-type]
+        temps = read_temperatures_c(self.device)
+        freqs = read_cpu_freqs_khz(self.device)
         return Telemetry({str(k): float(v) for k, v in temps.items()}, {str(k): int(v) for k, v in freqs.items()},
                          utc_now())
 
@@ -509,17 +515,17 @@ class AndroidSession:
         dev = self.device
         use_logcat = self._form_seen in (None, "logcat")
         if use_logcat:
-            dev.shell(["logcat", "-c"], timeout_s=30, check=False)  # type: ignore[attr-defined]
+            dev.shell(["logcat", "-c"], timeout_s=30, check=False)
         from android_bench.device import DeviceTimeoutError, quote_command
 
         argv = self._runner_argv(model_remote, input_remote, output_remote, executions, extra_args)
         try:
-            result = dev.shell(argv, timeout_s=self.runner_timeout_s, check=False)  # type: ignore[attr-defined]
+            result = dev.shell(argv, timeout_s=self.runner_timeout_s, check=False)
         except DeviceTimeoutError as exc:
             output = f"$ {quote_command(argv)}\n{exc.message}\n"
             self._write_log(log_name, output)
             with contextlib.suppress(Exception):  # a hung shell stream may leave the connection unusable
-                dev.reconnect()  # type: ignore[attr-defined]
+                dev.reconnect()
             return None, f"executor_runner did not finish within {self.runner_timeout_s:g} s", output, -1
         logcat_text = ""
         parsed = runner_log.parse_stderr(result.stderr + "\n" + result.stdout,
@@ -527,7 +533,7 @@ class AndroidSession:
         form = "stderr"
         if not parsed.iterations and use_logcat:
             logcat_text = dev.shell(["logcat", "-d", "-v", "threadtime", "-s", f"{runner_log.LOGCAT_TAG}:V"],
-                                    timeout_s=60, check=False).stdout  # type: ignore[attr-defined]
+                                    timeout_s=60, check=False).stdout
             parsed = runner_log.parse_logcat(logcat_text, source=f"{self.target.spec} {log_name} (logcat)")
             form = "logcat"
         output = (f"$ {quote_command(argv)}\nexit status {result.exit_status}\n--- stdout\n{result.stdout}\n"
@@ -550,7 +556,7 @@ class AndroidSession:
     def _pull_logits(self, output_remote: str, rows: int) -> np.ndarray:
         with tempfile.TemporaryDirectory(prefix="emobench-out-") as tmp:
             local = Path(tmp) / "out-0.bin"
-            self.device.pull(f"{output_remote}-0.bin", local)  # type: ignore[attr-defined]
+            self.device.pull(f"{output_remote}-0.bin", local)
             data = np.fromfile(local, dtype="<f4")
         k = len(self.plan.input_spec.class_names)
         if data.size != rows * k:
@@ -588,12 +594,12 @@ class AndroidSession:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.device.close()  # type: ignore[attr-defined]
+            self.device.close()
 
 
 def open_session(target: TargetSpec, plan: AblationPlan, *, run_id: str, log_dir: Path,
                  runner: Path | None = None, log_form: str = "auto", runner_timeout_s: float = 600,
-                 connect: Callable[[str], object] | None = None) -> HostSession | AndroidSession:
+                 connect: Callable[[str], Device] | None = None) -> HostSession | AndroidSession:
     """Open the session for one target.
 
     Raises:

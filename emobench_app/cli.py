@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from device_results.report_cli import rich_console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 @click.command("evaluate")
@@ -76,8 +80,8 @@ class _DemoDisplay:
 
     def __init__(self) -> None:
         self.console = rich_console(stderr=True)
-        self.progress = None
-        self.task = None
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
         self.last_train = ""
 
     def _stop_bar(self) -> None:
@@ -100,7 +104,7 @@ class _DemoDisplay:
                 if event.done == event.total or event.done % step == 0:
                     self.console.print(f"  {event.stage}: {event.message} {event.done}/{event.total}", highlight=False)
                 return
-            if self.progress is None:
+            if self.progress is None or self.task is None:
                 self.progress = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                                          TimeElapsedColumn(), console=self.console, transient=True)
                 self.progress.start()
@@ -149,8 +153,8 @@ def demo(out_dir: Path, devices: tuple[str, ...], fresh: bool, quick: bool, no_v
     """
     from emobench_app.demo import DemoConfig, DemoError, run_demo
 
-    changes = {"devices": devices, "fresh": fresh, "use_virtual_device": not no_virtual_device,
-               "adb_key": adb_key, "runner": runner}
+    changes: dict[str, Any] = {"devices": devices, "fresh": fresh, "use_virtual_device": not no_virtual_device,
+                               "adb_key": adb_key, "runner": runner}
     if min_accuracy is not None:
         changes["min_test_accuracy"] = min_accuracy
     cfg = DemoConfig.quick_config(out_dir, **changes) if quick else DemoConfig(out_dir=out_dir, **changes)

@@ -114,8 +114,9 @@ class DemoConfig:
         ablation = {**export, "experiments": self.experiments, "batch_size": self.batch_size_ablation,
                     "warmup": self.warmup, "repeats": self.repeats, "threads": self.threads,
                     "devices": list(self.devices), "virtual": self.use_virtual_device, "cuda": self.use_cuda}
-        return {"data": {"sample": sample}, "train": train, "evaluate": train, "export": export,
-                "ablation": ablation, "report": ablation}[stage]
+        by_stage: dict[str, dict[str, Any]] = {"data": {"sample": sample}, "train": train, "evaluate": train,
+                                               "export": export, "ablation": ablation, "report": ablation}
+        return by_stage[stage]
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | No
     if (checkpoint is None) == (latest_dir is None):
         raise ExportConfigError("give either CHECKPOINT or --latest RUNS_DIR (exactly one)")
     if checkpoint is None:
+        assert latest_dir is not None  # exactly one of the two, checked above
         checkpoint = find_latest_checkpoint(latest_dir)
         click.echo(f"latest checkpoint: {checkpoint}", err=True)
     modes = ("dynamic", "static") if int8_mode == "both" else (int8_mode,)

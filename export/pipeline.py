@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -224,7 +224,8 @@ def _resolve_eval_root(checkpoint: Any, config: ExportConfig) -> Path:
     if config.calibration_data is not None:
         return Path(config.calibration_data)
     cfg = checkpoint.config or {}
-    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    nested = cfg.get("data")
+    data: Mapping[str, Any] = nested if isinstance(nested, dict) else {}
     for candidate in (cfg.get("eval_data"), cfg.get("data_root"), data.get("eval_root"), data.get("root")):
         if candidate and Path(str(candidate)).exists():
             return Path(str(candidate))

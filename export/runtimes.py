@@ -241,7 +241,8 @@ class EagerRuntime:
         _check_device(device, "eager", cuda_ok=True)
         if threads:
             torch.set_num_threads(threads)
-        self.name, self.device, self.batch_size = name, device, None
+        self.name, self.device = name, device
+        self.batch_size: int | None = None  # any batch
         self._model = model.eval().to(device)
 
     @classmethod

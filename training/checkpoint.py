@@ -126,7 +126,8 @@ def make_checkpoint_dict(
     ``crop_pct`` and ``interpolation`` are stored only when given (else readers use the input
     contract's defaults).
     """
-    state = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
+    inner = getattr(model, "module", None)  # DistributedDataParallel / DataParallel wrap the model
+    state = (inner if isinstance(inner, nn.Module) else model).state_dict()
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -244,7 +245,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
             hint="export and evaluation need a checkpoint written by `emobench train`",
         )
     version = obj.get("format_version")
-    if not _is_int(version) or not 1 <= version <= CHECKPOINT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {version!r} is not one this emobench reads "
                               f"(1..{CHECKPOINT_VERSION})")
     missing = [k for k in _REQUIRED if k not in obj]

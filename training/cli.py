@@ -9,8 +9,12 @@ import functools
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 @click.group("data")
@@ -134,7 +138,7 @@ def _train_options(fn):
     return fn
 
 
-def _resolve(phase: str, config_path, overrides, options) -> object:
+def _resolve(phase: str, config_path, overrides, options) -> TrainConfig:
     from training.config import load_config, parse_overrides
 
     # options the user did not give are None and never override the file; `--set key=null` does
