@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -34,9 +34,6 @@ from emobench_common.errors import EmobenchError
 from emobench_common.fileio import atomic_write_bytes, atomic_write_text
 from training.images import IMAGE_SUFFIXES, FaceCrop, junk_reason, open_upright
 from training.labels import UnknownEmotionError, canonical_emotion
-
-if TYPE_CHECKING:
-    from training.datasets import EmotionDataset
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +370,17 @@ class FaceScan:
         return text
 
 
-def attach_face_crops(dataset: EmotionDataset, config: FacesConfig = FacesConfig(), *,
+class _Dataset(Protocol):
+    """What ``attach_face_crops`` needs of a ``training.datasets.EmotionDataset`` (no import: the dataset
+    module calls this one)."""
+
+    samples: list[Any]
+    face_scan: Any
+
+    def load_image(self, index: int) -> Image.Image: ...
+
+
+def attach_face_crops(dataset: _Dataset, config: FacesConfig = FacesConfig(), *,
                       detector: FaceDetector | None = None) -> FaceScan:
     """Find the face of every image of ``dataset`` once; from then on it yields the face crops.
 

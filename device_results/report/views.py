@@ -146,7 +146,9 @@ class ArtifactView:
         if "passed" in p:
             return not p["passed"]
         m = re.search(r"top1_agreement >= ([0-9.]+)", str(p.get("threshold", "")))
-        return bool(m) and float(p["top1_agreement"]) < float(m.group(1))
+        if m is None:
+            return False
+        return float(p["top1_agreement"]) < float(m.group(1))
 
 
 @dataclass(frozen=True)
