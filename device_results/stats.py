@@ -3,23 +3,28 @@
 Nothing here touches the store, the disk or the clock; every function is deterministic (the
 bootstrap takes an explicit seed). Definitions, stated once so reports can quote them:
 
-- **Wilson score interval** for a proportion k/n at 95% (z = 1.959963984540054): centre
-  ``(p + z^2/2n) / (1 + z^2/n)``, half-width ``z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2)``;
-  n = 0 gives the uninformative interval (0, 1).
+- **Wilson score interval** for a proportion k/n at 95% (scipy's
+  ``binomtest(k, n).proportion_ci(method="wilson")``): centre ``(p + z^2/2n) / (1 + z^2/n)``,
+  half-width ``z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2)``, z = 1.959963984540054; n = 0 gives
+  the uninformative interval (0, 1).
 - **McNemar's exact test** on paired correctness: with b = pairs where only A is correct and
   c = pairs where only B is correct, the two-sided p-value is
-  ``min(1, 2 * P[X <= min(b, c)])`` for X ~ Binomial(b + c, 1/2); b + c = 0 gives p = 1.
+  ``min(1, 2 * P[X <= min(b, c)])`` for X ~ Binomial(b + c, 1/2) (scipy's exact binomial test);
+  b + c = 0 gives p = 1.
 - **Percentiles** use linear interpolation between order statistics (Hyndman & Fan type 7, numpy's
   default): for sorted x of length n, position ``h = (n - 1) q / 100``, value
   ``x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h])``.
 - **Order-statistic interval of a quantile**: ``[x_(l), x_(u)]`` (1-based ranks) with ``l`` and
   ``u`` the equal-tailed quantiles of ``B ~ Binomial(n, q)``, widened until the exact coverage
   ``P(l <= B < u)`` reaches the confidence; distribution-free, and NaN where n is too small.
+  (scipy's ``quantile_test`` interval is the equal-tailed one without the widening, so it leaves a
+  bound undefined more often; the two agree wherever scipy's is defined.)
 - **Standard deviation** is the sample one (n - 1 in the denominator); with one value it is NaN,
   not zero, and so is the coefficient of variation (std / mean).
 - **Bootstrap interval of a latency ratio**: percentile bootstrap of ``stat(A) / stat(B)``
-  (stat = median by default), resampling with replacement, seeded; paired resampling (the same
-  indices for A and B) when the two samples are paired by experiment.
+  (stat = median by default) by ``scipy.stats.bootstrap``, resampling with replacement from a
+  seeded generator; paired resampling (the same indices for A and B) when the two samples are
+  paired by experiment. A sample of one value is its own every resample, so it is held fixed.
 """
 
 from __future__ import annotations
@@ -27,11 +32,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
-
-Z_95 = 1.959963984540054
+from scipy import stats as scipy_stats
 
 
 class StatsError(ValueError):
@@ -101,14 +104,9 @@ class QuantileInterval:
     confidence: float = 0.95
 
 
-def _z_for(confidence: float) -> float:
+def _check_confidence(confidence: float) -> None:
     if not 0 < confidence < 1:
         raise StatsError(f"confidence must be in (0, 1), got {confidence}")
-    if abs(confidence - 0.95) < 1e-12:
-        return Z_95
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
 def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -121,16 +119,9 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
         raise StatsError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return 0.0, 1.0
-    z = _z_for(confidence)
-    p = successes / n
-    z2 = z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    # At k = 0 and k = n one bound is exactly 0 or 1; say so rather than leave rounding residue.
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
+    _check_confidence(confidence)
+    ci = scipy_stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def proportion(successes: int, n: int, *, confidence: float = 0.95) -> Proportion:
@@ -149,16 +140,15 @@ def accuracy(correct: Sequence[bool]) -> Proportion:
 def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts b and c.
 
-    ``min(1, 2 * sum_{i <= min(b, c)} C(b + c, i) / 2^(b + c))``, computed with exact fractions.
+    ``min(1, 2 * sum_{i <= min(b, c)} C(b + c, i) / 2^(b + c))``: scipy's exact two-sided binomial
+    test of ``min(b, c)`` successes in ``b + c`` trials at p = 1/2.
     """
     if only_a < 0 or only_b < 0:
         raise StatsError(f"discordant counts must be >= 0, got {only_a}, {only_b}")
     n = only_a + only_b
     if n == 0:
         return 1.0
-    k = min(only_a, only_b)
-    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)
-    return float(min(Fraction(1), 2 * tail))
+    return float(scipy_stats.binomtest(min(only_a, only_b), n, 0.5).pvalue)
 
 
 def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNemarResult:
@@ -197,10 +187,7 @@ def percentile(values: Sequence[float], q: float) -> float:
         raise StatsError("percentile of no values")
     if not all(math.isfinite(x) for x in xs):
         raise StatsError("percentile of non-finite values")
-    h = (len(xs) - 1) * q / 100
-    lo = math.floor(h)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+    return float(np.percentile(xs, q))
 
 
 def latency_summary(latencies_ms: Sequence[float]) -> LatencySummary:
@@ -264,7 +251,7 @@ def bootstrap_ratio_ci(
         raise StatsError(f"statistic must be one of {sorted(_STATISTICS)}, got {statistic!r}")
     if n_resamples < 1:
         raise StatsError("n_resamples must be >= 1")
-    _z_for(confidence)
+    _check_confidence(confidence)
     a = np.asarray(numerator, dtype=np.float64)
     b = np.asarray(denominator, dtype=np.float64)
     if a.size == 0 or b.size == 0:
@@ -276,17 +263,24 @@ def bootstrap_ratio_ci(
     if ref_den == 0:
         raise StatsError("the denominator statistic is zero; the ratio is undefined")
     ratio = float(stat(a)) / ref_den
-    rng = np.random.default_rng(seed)
-    idx_a = rng.integers(0, a.size, size=(n_resamples, a.size))
-    idx_b = idx_a if paired else rng.integers(0, b.size, size=(n_resamples, b.size))
-    num = stat(a[idx_a], axis=1)
-    den = stat(b[idx_b], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = num / den
-    ratios = ratios[np.isfinite(ratios)]
-    alpha = (1 - confidence) / 2
-    low = float(np.quantile(ratios, alpha)) if ratios.size else math.nan
-    high = float(np.quantile(ratios, 1 - alpha)) if ratios.size else math.nan
+
+    if a.size < 2 and b.size < 2:  # every resample is the sample itself
+        low = high = ratio
+    else:
+        fixed_a, fixed_b = float(stat(a)), ref_den  # a sample of one value is its own every resample
+
+        def ratio_of(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+            parts = list(resampled)
+            top = stat(parts.pop(0), axis=axis) if a.size >= 2 else fixed_a
+            bottom = stat(parts.pop(0), axis=axis) if b.size >= 2 else fixed_b
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.asarray(top / bottom)
+
+        data = tuple(x for x in (a, b) if x.size >= 2)
+        result = scipy_stats.bootstrap(data, ratio_of, n_resamples=n_resamples, paired=paired and len(data) == 2,
+                                       vectorized=True, confidence_level=confidence, method="percentile",
+                                       rng=np.random.default_rng(seed))
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return RatioInterval(ratio=ratio, low=low, high=high, n_resamples=n_resamples, seed=seed, paired=paired,
                          confidence=confidence)
 
@@ -305,9 +299,7 @@ def order_statistic_interval(values: Sequence[float], q: float, *, confidence: f
     if not 0 < q < 1:
         raise StatsError(f"quantile q must lie in (0, 1), got {q}")
     value = percentile(xs, q * 100)
-    log_q, log_1q = math.log(q), math.log1p(-q)
-    pmf = [math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_q + (n - k) * log_1q)
-           for k in range(n + 1)]
+    pmf = [float(p) for p in scipy_stats.binom.pmf(np.arange(n + 1), n, q)]
     cdf = [0.0]
     for p in pmf:
         cdf.append(cdf[-1] + p)  # cdf[k] = P(B < k)
