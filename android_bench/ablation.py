@@ -7,6 +7,11 @@ an optional cooldown, each model in the experiment's shuffled order, telemetry a
 transaction per (experiment, target). ``resume_ablation(store, run_id)`` continues a run where it
 stopped; it refuses when the plan, the artifacts or the preprocessed inputs changed.
 
+Several targets run as ``android_bench.fleet`` schedules them: one worker per phone, virtual devices
+side by side only on disjoint CPU sets, host targets alone. A target that stops (a device that does
+not come back, a runner that cannot time) stops only itself when other targets finish: the run ends
+``partial`` with the reason per target, and ``--resume`` redoes exactly its missing experiments.
+
 Failures: a model whose runtime or runner fails gets failed cells carrying the message and the
 runner's output; the rest of the run goes on and the run ends ``partial``. A lost device is
 reconnected with bounded backoff, pushed files are re-verified, and only the experiment in flight is
@@ -17,6 +22,7 @@ stops the run, which stays ``incomplete`` for ``--resume``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import signal
@@ -26,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from android_bench import fleet
 from android_bench.inputs import PreparedInputs, prepare_inputs
 from android_bench.plan import AblationPlan, Experiment, ModelSpec, PlanError, verify_plan_files
 from android_bench.runners import CellOutcome, TargetError, open_session, softmax_top1, support_map
@@ -84,6 +91,8 @@ class AblationResult:
     log_dir: Path
     failed_cells: int
     timings: dict[str, TargetTiming] = field(default_factory=dict)
+    schedule: str = ""  # which targets ran side by side (android_bench.fleet)
+    stopped_targets: dict[str, str] = field(default_factory=dict)  # target -> why it stopped early
 
 
 @dataclass(frozen=True)
@@ -187,7 +196,9 @@ def resume_ablation(store: ResultsStore, run_id: str, options: RunOptions = RunO
         raise ResumeError(f"run {run_id} was started with a different plan (differs in: "
                           f"{', '.join(stored.differences(plan)) or 'details'})",
                           hint="resume with only --resume RUN (and --db), or start a new run")
-    if run.status in ("complete", "partial"):
+    missing = {t.spec for t in stored.targets
+               if len(store.done_experiments(run_id, t.spec)) < len(stored.experiments)}
+    if run.status == "complete" or (run.status == "partial" and not missing):
         raise ResumeError(f"run {run_id} is already finished ({run.status})", hint="start a new run instead")
     try:
         verify_plan_files(stored)
@@ -212,9 +223,12 @@ def _check_inputs(store: ResultsStore, run_id: str, inputs: PreparedInputs) -> N
 
 def _execute(plan: AblationPlan, store: ResultsStore, run_id: str, log_dir: Path, options: RunOptions,
              progress: Callable[[ProgressEvent], None] | None) -> AblationResult:
-    emit = progress or (lambda _e: None)
+    emit = _serialized(progress or (lambda _e: None))
     sessions: dict[str, object] = {}
     timings: dict[str, TargetTiming] = {}
+    hardware: dict[str, fleet.Hardware] = {}
+    schedule = fleet.Schedule(())
+    stopped: dict[str, str] = {}
     try:
         with _sigterm_as_interrupt():
             inputs = prepare_inputs(plan, log_dir / "inputs")
@@ -225,9 +239,20 @@ def _execute(plan: AblationPlan, store: ResultsStore, run_id: str, log_dir: Path
                                        log_form=options.log_form, runner_timeout_s=options.runner_timeout_s,
                                        connect=options.connect)
                 sessions[target.spec] = session
-                store.add_target(run_id, session.describe(), model_support=support_map(session, plan.models))
-            for target in plan.targets:
-                timings[target.spec] = _run_target(plan, store, run_id, sessions[target.spec], inputs, options, emit)
+                hardware[target.spec] = fleet.session_hardware(session)
+                record = fleet.with_cpu_set(session.describe(), hardware[target.spec],
+                                            target.kind == "android" and bool(session.info.is_virtual))
+                store.add_target(run_id, record, model_support=support_map(session, plan.models))
+            schedule = fleet.plan_schedule([t.spec for t in plan.targets], hardware)
+            log.info("run %s: %s", run_id, schedule.describe())
+            outcome = fleet.run_schedule(schedule, functools.partial(
+                _target_worker, plan, store, run_id, sessions, inputs, options, emit))
+            if outcome.interrupted is not None:
+                raise outcome.interrupted
+            if outcome.failures and not outcome.results:  # nothing finished: stop as a single target does
+                raise next(iter(outcome.failures.values()))
+            timings.update(outcome.results)
+            stopped = {t: (e.message if isinstance(e, EmobenchError) else str(e)) for t, e in outcome.failures.items()}
     except BaseException as exc:
         message = exc.message if isinstance(exc, EmobenchError) else (
             "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
@@ -242,19 +267,43 @@ def _execute(plan: AblationPlan, store: ResultsStore, run_id: str, log_dir: Path
             with contextlib.suppress(Exception):
                 session.close()  # type: ignore[attr-defined]
     failed = store.rows(run_id, "cells", status="failed")
+    messages = [f"{target} stopped after {len(store.done_experiments(run_id, target))} of {len(plan.experiments)} "
+                f"experiments: {reason}" for target, reason in stopped.items()]
+    if stopped:
+        messages.append(f"resume with --resume {run_id} to redo the missing experiments")
     if failed:
         models = sorted({f"{c['model_key']} on {c['target_id']}" for c in failed})
-        status, message = "partial", (f"{len(failed)} cell(s) failed ({'; '.join(models[:5])}); first: "
-                                      f"{failed[0]['message'][:300]}")
-    else:
-        status, message = "complete", ""
+        messages.insert(0, f"{len(failed)} cell(s) failed ({'; '.join(models[:5])}); first: "
+                           f"{failed[0]['message'][:300]}")
+    status, message = ("partial" if failed or stopped else "complete"), "; ".join(messages)
     store.finish_run(run_id, status, message)
     return AblationResult(run_id=run_id, status=status, message=message, log_dir=log_dir, failed_cells=len(failed),
-                          timings=timings)
+                          timings=timings, schedule=schedule.describe(), stopped_targets=stopped)
+
+
+def _serialized(emit: Callable[[ProgressEvent], None]) -> Callable[[ProgressEvent], None]:
+    """The progress callback, called by one worker at a time."""
+    lock = threading.Lock()
+
+    def call(event: ProgressEvent) -> None:
+        with lock:
+            emit(event)
+    return call
+
+
+def _target_worker(plan: AblationPlan, store: ResultsStore, run_id: str, sessions: dict[str, object],
+                   inputs: PreparedInputs, options: RunOptions, emit: Callable[[ProgressEvent], None],
+                   spec: str, stop: threading.Event) -> TargetTiming:
+    """One target's experiments; a worker thread writes through its own connection to the database."""
+    if threading.current_thread() is threading.main_thread():
+        return _run_target(plan, store, run_id, sessions[spec], inputs, options, emit, stop=stop)
+    with ResultsStore(store.path) as own:
+        return _run_target(plan, own, run_id, sessions[spec], inputs, options, emit, stop=stop)
 
 
 def _run_target(plan: AblationPlan, store: ResultsStore, run_id: str, session, inputs: PreparedInputs,
-                options: RunOptions, emit: Callable[[ProgressEvent], None]) -> TargetTiming:
+                options: RunOptions, emit: Callable[[ProgressEvent], None], *,
+                stop: threading.Event | None = None) -> TargetTiming:
     from android_bench.device import DeviceTimeoutError, DeviceUnreachableError
 
     lost_errors = (DeviceUnreachableError, DeviceTimeoutError)
@@ -277,6 +326,8 @@ def _run_target(plan: AblationPlan, store: ResultsStore, run_id: str, session, i
     for exp in plan.experiments:
         if exp.index in done:
             continue
+        if stop is not None and stop.is_set():  # another worker was interrupted: end between experiments
+            raise KeyboardInterrupt(f"{spec}: stopped with the other targets")
         for attempt in range(1, options.experiment_attempts + 1):
             try:
                 result = _run_experiment(plan, session, exp, inputs, options)

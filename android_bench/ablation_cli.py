@@ -39,7 +39,8 @@ def _connect_with(adb_key: Path | None):
 @click.option("--seen", type=_existing, help="Dataset seen in training (e.g. RAF-DB root).")
 @click.option("--unseen", type=_existing, help="Dataset never seen in training (e.g. a custom photo folder).")
 @click.option("--target", "targets", multiple=True,
-              help="host-cpu, host-cuda or android:<serial or host:port> (repeatable; default host-cpu).")
+              help="host-cpu, host-cuda, android:<serial or host:port> or android:all (every authorised device "
+                   "the adb server lists) (repeatable; default host-cpu).")
 @click.option("--experiments", default=30, show_default=True, help="Experiments (alternating seen/unseen).")
 @click.option("--batch-size", default=16, show_default=True, help="Images per experiment.")
 @click.option("--repeats", default=5, show_default=True, help="Timed runs of each model on each batch.")
@@ -73,6 +74,7 @@ def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repe
     are refused unless --manifest restates the whole plan, which must then equal the stored one.
     """
     from android_bench.ablation import ResumeError, RunOptions, resume_ablation, run_ablation
+    from android_bench.fleet import expand_all_android
     from android_bench.plan import PlanConfig, PlanError, build_plan
     from device_results.store import ResultsStore
     from device_results.summary import format_summary, summarize_run
@@ -91,7 +93,7 @@ def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repe
     plan = None
     if manifest is not None:
         plan = build_plan(PlanConfig(
-            manifest=manifest, seen=seen, unseen=unseen, targets=tuple(targets) or ("host-cpu",),
+            manifest=manifest, seen=seen, unseen=unseen, targets=expand_all_android(targets) or ("host-cpu",),
             experiments=experiments, batch_size=batch_size, warmup=warmup, repeats=repeats, threads=threads,
             affinity=affinity, cooldown_temp_c=cooldown_temp, cooldown_timeout_s=cooldown_timeout, seed=seed,
             seen_split=seen_split, unseen_split=unseen_split, models=tuple(models) or None,
@@ -111,8 +113,10 @@ def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repe
         progress.stop()
         click.echo(format_summary(summarize_run(store, result.run_id)))
         click.echo(f"\nrun {result.run_id}: {result.status}; database {db}; raw logs {result.log_dir}")
+        if "|" in result.schedule or " then " in result.schedule:
+            click.echo(f"schedule: {result.schedule}", err=True)
         if result.status == "partial":
-            click.echo(f"some cells failed: {result.message}", err=True)
+            click.echo(f"partial: {result.message}", err=True)
 
 
 class _Progress:
