@@ -150,3 +150,28 @@ def test_an_older_database_gets_the_profile_tables_by_migration(tmp_path):
         assert read_profiles(store, run_id)[0].operators == (op,)
         assert store.counts(run_id)["operator_profiles"] == 1
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_ablation_profile_puts_profiles_into_the_ablation_run(tmp_path, manifest, tiny_sample, virtual_device,
+                                                              adb_key):
+    from click.testing import CliRunner
+
+    from emobench import cli
+
+    db = tmp_path / "r.db"
+    target = f"android:{virtual_device.address}"
+    result = CliRunner().invoke(cli, [
+        "ablation", "--manifest", str(manifest), "--seen", str(tiny_sample["rafdb"]), "--unseen",
+        str(tiny_sample["custom"]), "--target", "host-cpu", "--target", target, "--experiments", "2",
+        "--batch-size", "2", "--repeats", "1", "--warmup", "0", "--model", "executorch-fp32", "--no-eager",
+        "--db", str(db), "--profile", "--profile-runs", "3", "--adb-key", str(adb_key)])
+    assert result.exit_code == 0, result.output
+    with ResultsStore(db) as store:
+        run = store.list_runs()[0]
+        assert store.counts(run.run_id)["cells"] == 4
+        profiles = read_profiles(store, run.run_id)
+    # the ablation's ExecuTorch programs (only --model executorch-fp32 here), on both targets, in its own run
+    assert {(p.target_id, p.model_key) for p in profiles} == {("host-cpu", "executorch-fp32"),
+                                                              (target, "executorch-fp32")}
+    assert all(p.status == "ok" and p.runs == 3 for p in profiles)
+    assert "Method::execute median" in result.output
