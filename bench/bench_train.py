@@ -1,7 +1,7 @@
 """Training throughput: emobench's training step vs a bare PyTorch loop, and data loading vs the model.
 
 Figures (measured side by side in one run, on this machine's CPU):
-1. images/s of ``training.train._train_step`` (the step ``train()`` runs) vs a hand-written
+1. images/s of ``training.engine.train_step`` (the step ``train()`` runs) vs a hand-written
    ``zero_grad/forward/loss/backward/step`` loop over the same model, batch and data. Target: the
    emobench step costs at most 5% more time (ratio of times <= 1.05).
 2. images/s of the real training data loader (sample dataset, augmentation, the default worker count)
@@ -23,9 +23,11 @@ from bench.harness import BenchmarkError, Figure, interleaved, main, ratio_figur
 def run(*, quick: bool) -> list[Figure]:
     from training import distributed
     from training.config import load_config
+    from training.engine import train_step
+    from training.loaders import load_splits, make_loader
     from training.models import create_model
+    from training.optim import create_optimizer
     from training.sample import SampleConfig, generate_sample
-    from training.train import _load_splits, _loader, _optimizer, _train_step
 
     arch, image_size, batch, repeats = ("test_efficientnet", 64, 16, 6) if quick else ("efficientnet_b0", 96, 16, 8)
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,20 +38,20 @@ def run(*, quick: bool) -> list[Figure]:
         config = load_config(phase="phase2", overrides=dict(
             data_root=str(roots["rafdb"]), arch=arch, pretrained=False, image_size=image_size, batch_size=batch,
             mixup_alpha=0.0, grad_clip_norm=None, tensorboard=False, progress=False))
-        train_ds, _, _ = _load_splits(config, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-        loader = _loader(train_ds, batch_size=batch, shuffle=True, dist=distributed.DistInfo(), seed=0, epoch=0,
+        train_ds, _, _ = load_splits(config, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        loader = make_loader(train_ds, batch_size=batch, shuffle=True, dist=distributed.DistInfo(), seed=0, epoch=0,
                          workers=config.workers, pin_memory=False, drop_last=True)
         x, y = next(iter(loader))
 
         torch.manual_seed(0)
         model_a = create_model(arch, num_classes=len(config.classes), drop_rate=config.drop_rate).train()
         model_b = create_model(arch, num_classes=len(config.classes), drop_rate=config.drop_rate).train()
-        opt_a, opt_b = _optimizer(model_a, config), _optimizer(model_b, config)
+        opt_a, opt_b = create_optimizer(model_a, config), create_optimizer(model_b, config)
         scaler = torch.amp.GradScaler("cuda", enabled=False)
         criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
         def emobench_step():
-            _train_step(model_a, x, y, criterion, opt_a, scaler, config, False)
+            train_step(model_a, x, y, criterion, opt_a, scaler, config, False)
 
         def bare_step():
             opt_b.zero_grad(set_to_none=True)
@@ -71,7 +73,7 @@ def run(*, quick: bool) -> list[Figure]:
         passes = 2 if quick else 3
         rates = []
         for epoch in range(passes):
-            it_loader = _loader(train_ds, batch_size=batch, shuffle=True, dist=distributed.DistInfo(), seed=0,
+            it_loader = make_loader(train_ds, batch_size=batch, shuffle=True, dist=distributed.DistInfo(), seed=0,
                                 epoch=epoch, workers=config.workers, pin_memory=False, drop_last=True)
             t0 = time.perf_counter()
             n = sum(int(xb.shape[0]) for xb, _ in it_loader)

@@ -33,6 +33,7 @@ def evaluate_checkpoint(
     workers: int = 0,
     device: str = "cpu",
     limit_images: int | None = None,
+    faces: bool = False,
 ) -> dict[str, Any]:
     """Run the checkpoint's model over ``split`` of ``data_root`` and compute every metric.
 
@@ -44,6 +45,7 @@ def evaluate_checkpoint(
         kind: the dataset layout ('auto' detects it).
         batch_size, workers, device: how to run.
         limit_images: a stratified, seeded subset (quick checks).
+        faces: crop each photo to its face first (``training.faces``; images without one are used whole).
 
     Returns:
         ``classification_metrics`` plus ``loss``, ``split``, ``checkpoint``, ``data_root``, ``arch``.
@@ -55,8 +57,10 @@ def evaluate_checkpoint(
 
     from training.checkpoint import load_checkpoint
     from training.datasets import create_dataset
+    from training.engine import run_inference
+    from training.loaders import DatasetView, stratified_indices
     from training.metrics import classification_metrics
-    from training.train import _stratified, _View, latest_checkpoint, run_inference, write_evaluation
+    from training.runs import latest_checkpoint, write_evaluation
     from training.transforms import EvalTransform
 
     path = Path(checkpoint_path)
@@ -67,14 +71,17 @@ def evaluate_checkpoint(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationError(f"device {device} is not available here", hint="use --device cpu")
     model = ckpt.build_model().to(dev)
-    dataset = create_dataset(data_root, kind=kind, split=split, class_names=ckpt.class_names, allow_empty_classes=True)
+    dataset = create_dataset(data_root, kind=kind, split=split, class_names=ckpt.class_names, allow_empty_classes=True,
+                             faces=faces)
     indices = list(range(len(dataset)))
     if limit_images:
-        indices = _stratified(dataset.targets, limit_images, 0)
-    view = _View(dataset, indices, EvalTransform(image_size=ckpt.image_size, mean=ckpt.mean, std=ckpt.std))
+        indices = stratified_indices(dataset.targets, limit_images, 0)
+    view = DatasetView(dataset, indices, EvalTransform(image_size=ckpt.image_size, mean=ckpt.mean, std=ckpt.std))
     loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=workers)
     y_true, y_pred, loss = run_inference(model, loader, dev)
     metrics = classification_metrics(y_true, y_pred, ckpt.class_names)
+    if dataset.face_scan is not None:
+        metrics["faces"] = dataset.face_scan.summary()
     metrics.update({"loss": loss, "split": dataset.split, "checkpoint": str(path), "data_root": str(data_root),
                     "dataset_kind": dataset.kind, "arch": ckpt.arch, "image_size": ckpt.image_size})
     if out_dir is not None:
