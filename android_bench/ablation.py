@@ -28,7 +28,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,7 +241,7 @@ def _execute(plan: AblationPlan, store: ResultsStore, run_id: str, log_dir: Path
                 sessions[target.spec] = session
                 hardware[target.spec] = fleet.session_hardware(session)
                 record = fleet.with_cpu_set(session.describe(), hardware[target.spec],
-                                            target.kind == "android" and bool(session.info.is_virtual))
+                                            bool(getattr(getattr(session, "info", None), "is_virtual", False)))
                 store.add_target(run_id, record, model_support=support_map(session, plan.models))
             schedule = fleet.plan_schedule([t.spec for t in plan.targets], hardware)
             log.info("run %s: %s", run_id, schedule.describe())
@@ -291,7 +291,7 @@ def _serialized(emit: Callable[[ProgressEvent], None]) -> Callable[[ProgressEven
     return call
 
 
-def _target_worker(plan: AblationPlan, store: ResultsStore, run_id: str, sessions: dict[str, object],
+def _target_worker(plan: AblationPlan, store: ResultsStore, run_id: str, sessions: Mapping[str, object],
                    inputs: PreparedInputs, options: RunOptions, emit: Callable[[ProgressEvent], None],
                    spec: str, stop: threading.Event) -> TargetTiming:
     """One target's experiments; a worker thread writes through its own connection to the database."""

@@ -193,7 +193,9 @@ def expand_all_android(targets: Sequence[str], *,
     if ALL_ANDROID not in targets:
         return tuple(targets)
     if list_devices is None:
-        from android_bench.device import list_server_devices as list_devices  # type: ignore[no-redef]
+        from android_bench.device import list_server_devices
+
+        list_devices = list_server_devices
     found = list(list_devices())  # (serial, state) as `adb devices` shows them
     usable = [serial for serial, state in found if state == "device"]
     for serial, state in found:
