@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from device_results.store.connection import StoreConnection
@@ -93,6 +94,21 @@ class RunReader(StoreConnection):
         for table in TABLE_ORDER:
             out[table] = self.rows(run_id, table)
         return out
+
+    def has_table(self, name: str) -> bool:
+        """Whether the database holds a table of that name (tables of later migrations may be absent)."""
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name = ?",
+                                  (name,)).fetchone() is not None
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one read-only statement (``SELECT``/``WITH``), for modules that keep tables of their own.
+
+        Raises:
+            ValueError: the statement is not a query.
+        """
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            raise ValueError(f"store.query runs SELECT statements only, got {sql.split()[0] if sql.split() else sql!r}")
+        return self._conn.execute(sql, tuple(params)).fetchall()
 
     def table_columns(self, table: str) -> list[str]:
         """The column names of one of the run's tables (``runs`` or a table of ``TABLE_ORDER``), in order."""

@@ -197,3 +197,15 @@ def test_migrations_bring_an_older_file_up_and_run_once(tmp_path, monkeypatch):
         conn = sqlite3.connect(path)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
         conn.close()
+
+
+def test_read_only_queries_for_tables_of_other_modules(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id = _new_run(store)
+        assert store.has_table("cells") and not store.has_table("no_such_table")
+        rows = store.query("SELECT model_key, size_bytes FROM artifacts WHERE run_id = ? ORDER BY model_key", [run_id])
+        assert [(r["model_key"], r["size_bytes"]) for r in rows] == [("executorch-fp32", 1000),
+                                                                    ("executorch-int8-dynamic", 400)]
+        with pytest.raises(ValueError, match="SELECT statements only"):
+            store.query("DELETE FROM artifacts")
+        assert store.counts(run_id)["artifacts"] == 2
