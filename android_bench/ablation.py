@@ -124,10 +124,26 @@ class RunOptions:
 
 
 def _artifact_records(plan: AblationPlan) -> list[ArtifactRecord]:
+    parity = _manifest_parity(plan)
     return [ArtifactRecord(model_key=m.key, format=m.format, precision=m.precision,
                            quantization=m.mode or ("none" if m.precision == "fp32" else "unknown"), path=m.path,
                            size_bytes=m.size_bytes, sha256=m.sha256,
-                           entry={"batch_size": m.batch_size, "label": m.label}) for m in plan.models]
+                           entry={"batch_size": m.batch_size, "label": m.label,
+                                  **({"parity": parity[m.sha256]} if m.sha256 in parity else {})})
+            for m in plan.models]
+
+
+def _manifest_parity(plan: AblationPlan) -> dict[str, dict]:
+    """sha256 -> the export's parity check of that artifact (kept with the run: the report shows it)."""
+    from export.errors import ExportError
+    from export.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(plan.manifest_path)
+    except (ExportError, OSError) as exc:
+        log.warning("export parity not recorded: %s", exc)
+        return {}
+    return {a.sha256: a.parity.to_dict() for a in manifest.artifacts if a.parity is not None}
 
 
 def _experiment_rows(plan: AblationPlan) -> list[ExperimentRow]:

@@ -20,7 +20,7 @@ _KEY_OPTION = click.option("--adb-key", type=click.Path(dir_okay=False, path_typ
 # The options that make up the plan (what is measured): with --resume they come from the stored run.
 _PLAN_PARAMS = ("seen", "unseen", "targets", "experiments", "batch_size", "repeats", "warmup", "threads", "affinity",
                 "cooldown_temp", "cooldown_timeout", "seed", "seen_split", "unseen_split", "models", "no_eager",
-                "allow_reuse")
+                "allow_reuse", "seen_kind", "unseen_kind", "faces")
 
 
 def _connect_with(adb_key: Path | None):
@@ -58,6 +58,11 @@ def _connect_with(adb_key: Path | None):
 @click.option("--seed", default=0, show_default=True, help="Seed for image selection and model order.")
 @click.option("--seen-split", default="test", show_default=True, help="Split of the seen dataset.")
 @click.option("--unseen-split", default="all", show_default=True, help="Split of the unseen dataset.")
+@click.option("--seen-kind", default="auto", show_default=True,
+              help="Layout of the seen dataset ('auto' detects; rafdb_folder for RAF-DB sorted by emotion name).")
+@click.option("--unseen-kind", default="auto", show_default=True, help="Layout of the unseen dataset.")
+@click.option("--faces", is_flag=True,
+              help="Crop the unseen photos to their face first (EXIF-upright, most confident face; none: used whole).")
 @click.option("--model", "models", multiple=True, help="Only these model keys (repeatable).")
 @click.option("--no-eager", is_flag=True, help="Leave out the eager FP32 model from the checkpoint.")
 @click.option("--allow-reuse", is_flag=True, help="Reuse images once a dataset is exhausted.")
@@ -67,7 +72,8 @@ def _connect_with(adb_key: Path | None):
 @click.pass_context
 def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repeats, warmup, threads, affinity,
              cooldown_temp, cooldown_timeout, runner, runner_log, runner_timeout, db, resume_run, seed, seen_split,
-             unseen_split, models, no_eager, allow_reuse, label, no_logits, adb_key) -> None:
+             unseen_split, seen_kind, unseen_kind, faces, models, no_eager, allow_reuse, label, no_logits,
+             adb_key) -> None:
     """Run the FP32-vs-INT8 ablation on every target, on the same images, into the results database.
 
     With --resume RUN the plan comes from the stored run: plan options (--target, --experiments, ...)
@@ -96,8 +102,8 @@ def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repe
             manifest=manifest, seen=seen, unseen=unseen, targets=expand_all_android(targets) or ("host-cpu",),
             experiments=experiments, batch_size=batch_size, warmup=warmup, repeats=repeats, threads=threads,
             affinity=affinity, cooldown_temp_c=cooldown_temp, cooldown_timeout_s=cooldown_timeout, seed=seed,
-            seen_split=seen_split, unseen_split=unseen_split, models=tuple(models) or None,
-            include_eager=not no_eager, allow_reuse=allow_reuse))
+            seen_split=seen_split, unseen_split=unseen_split, seen_kind=seen_kind, unseen_kind=unseen_kind,
+            unseen_faces=faces, models=tuple(models) or None, include_eager=not no_eager, allow_reuse=allow_reuse))
     elif resume_run is None:
         raise PlanError("emobench ablation needs --manifest (or --resume RUN)",
                         hint="e.g. emobench ablation --manifest exports/x/manifest.json --seen DATA --unseen PHOTOS")

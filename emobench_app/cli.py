@@ -29,42 +29,48 @@ if TYPE_CHECKING:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--faces", is_flag=True,
+              help="Crop each photo to its face first (EXIF-upright, most confident face; none found: used whole).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_cmd(checkpoint: Path, data_root: Path, split: str, kind: str, out_dir: Path | None, device: str,
-                 batch_size: int, workers: int, as_json: bool) -> None:
+                 batch_size: int, workers: int, faces: bool, as_json: bool) -> None:
     """Evaluate a checkpoint, a runs folder's latest, or every artifact of an export manifest.json."""
     from training.evaluate import evaluate_checkpoint
     from training.train import latest_checkpoint
 
     if checkpoint.suffix == ".json" or (checkpoint.is_dir() and (checkpoint / "manifest.json").is_file()):
         _evaluate_manifest(checkpoint if checkpoint.suffix == ".json" else checkpoint / "manifest.json",
-                           data_root, split, kind, out_dir, as_json)
+                           data_root, split, kind, out_dir, as_json, faces=faces)
         return
     path = latest_checkpoint(checkpoint) if checkpoint.is_dir() else checkpoint
     out = out_dir or path.parent / f"eval-{split}"
     metrics = evaluate_checkpoint(path, data_root, split=split, kind=kind, out_dir=out, device=device,
-                                  batch_size=batch_size, workers=workers)
+                                  batch_size=batch_size, workers=workers, faces=faces)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
     click.echo(f"{metrics['arch']} on {data_root} [{metrics['split']}], {metrics['num_samples']} images: "
                f"accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
                f"macro F1 {metrics['f1_macro']:.4f}")
+    if "faces" in metrics:
+        click.echo(f"  {metrics['faces']}")
     for name, m in metrics["per_class"].items():
         click.echo(f"  {name:9s} P {m['precision']:.3f}  R {m['recall']:.3f}  F1 {m['f1']:.3f}  n={m['support']}")
     click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, per_class.png")
 
 
 def _evaluate_manifest(manifest: Path, data_root: Path, split: str, kind: str, out_dir: Path | None,
-                       as_json: bool) -> None:
+                       as_json: bool, *, faces: bool = False) -> None:
     from emobench_app.evaluate_manifest import evaluate_manifest
 
     out = out_dir or manifest.parent / f"eval-{split}"
-    result = evaluate_manifest(manifest, data_root, split, out, kind=kind)
+    result = evaluate_manifest(manifest, data_root, split, out, kind=kind, faces=faces)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"{manifest} on {data_root} [{split}], {result['images']} images:")
+    if "faces" in result:
+        click.echo(f"  {result['faces']}")
     for key, m in result["models"].items():
         if "error" in m:
             click.echo(f"  {key:40s} FAILED: {m['error']}")
