@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from emobench_common import quiet
 from emobench_common.errors import EmobenchError
 
 _COMMAND_MODULES = (
@@ -43,7 +44,8 @@ class _Root(click.Group):
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show full tracebacks for known errors.")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output (-v info and third-party warnings, -vv debug).")
 @click.version_option(package_name="emobench")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
@@ -52,6 +54,7 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     ctx.obj["debug"] = debug
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet.configure(verbose)  # -v also shows the third-party warnings and native log lines emobench hides
 
 
 def _register() -> None:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from emobench_common import quiet
 from export.errors import RuntimeUnavailableError
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class TorchScriptRuntime:
             torch.set_num_threads(threads)
         self.name, self.device = f"torch.jit {path.name}", device
         self.batch_size = batch_size or (meta.get("input_shape") or [1])[0]
-        self._module = torch.jit.load(str(path), map_location=device).eval()
+        with quiet.known_warnings():  # torch.jit.load's "deprecated, use torch.export" FutureWarning
+            self._module = torch.jit.load(str(path), map_location=device).eval()
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -162,9 +164,10 @@ def set_executorch_threads(threads: int) -> None:
     global _executorch_threads
     if threads == _executorch_threads:
         return
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-    _unsafe_reset_threadpool(threads)
+    with quiet.known_warnings():
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    with quiet.native_log_filter():
+        _unsafe_reset_threadpool(threads)
     _executorch_threads = threads
 
 
@@ -173,14 +176,16 @@ class ExecuTorchRuntime:
 
     def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
                  batch_size: int | None = None) -> None:
-        from executorch.runtime import Runtime
+        with quiet.known_warnings():  # ExecuTorch's ExperimentalWarning on its bindings
+            from executorch.runtime import Runtime
 
         _check_device(device, "executorch", cuda_ok=False)
         if threads:
             set_executorch_threads(int(threads))
         self.name, self.device = f"executorch {path.name}", device
-        self._program = Runtime.get().load_program(path)
-        self._method = self._program.load_method("forward")
+        with quiet.native_log_filter():  # XNNPACK's CPU probing lines when its threadpool starts
+            self._program = Runtime.get().load_program(path)
+            self._method = self._program.load_method("forward")
         if self._method is None:
             raise RuntimeUnavailableError(f"{path} has no 'forward' method")
         sizes = tuple(self._method.metadata.input_tensor_meta(0).sizes())
