@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.harness import BenchmarkError, Figure, main, ratio_figure
 
 
-def _export(base: Path, sample: dict, *, arch: str, size: int, batch: int) -> Path:
+def export_sample_model(base: Path, sample: dict, *, arch: str, size: int, batch: int) -> Path:
+    """Export a fresh ``arch`` model for the sample dataset under ``base``; returns the manifest path."""
     import timm
     import torch
 
@@ -66,7 +69,7 @@ def run(*, quick: bool) -> list[Figure]:
                                                              rafdb_test_per_class=40, fer_train_per_class=1,
                                                              fer_val_per_class=1, fer_test_per_class=1,
                                                              custom_per_class=40))
-        manifest = _export(base, sample, arch=arch, size=size, batch=batch)
+        manifest = export_sample_model(base, sample, arch=arch, size=size, batch=batch)
         key = ensure_adb_key(base / "home" / ".android" / "adbkey", create=True)
         phone = os.environ.get("EMOBENCH_BENCH_PHONE", "")
         runner = os.environ.get("EMOBENCH_BENCH_RUNNER")
@@ -112,7 +115,7 @@ def run(*, quick: bool) -> list[Figure]:
         return figures
 
 
-def _median_run(runs: list, ratio) -> tuple[object, str]:
+def _median_run(runs: list[Any], ratio: Callable[[Any], float]) -> tuple[Any, str]:
     """The run with the median ratio, and the spread of the ratios over all runs."""
     ordered = sorted(runs, key=ratio)
     return ordered[len(ordered) // 2], "ratios over runs: " + ", ".join(f"{ratio(r):.3f}" for r in ordered)
@@ -135,5 +138,9 @@ def _host_figure(name: str, runs: list, note: str, *, quick: bool = False) -> Fi
                         target_max=None if quick else 1.1, spread=spread, note=note)
 
 
+_export = export_sample_model  # transitional: bench_fleet.py imports the old name until it switches
+
+
 if __name__ == "__main__":
     main(run)
+

@@ -73,13 +73,13 @@ def run(*, quick: bool) -> list[Figure]:
                     def adb_push() -> None:
                         adb_cmd("-s", vd.serial, "push", str(payload), "/data/local/tmp/a.bin")
 
-                    t = interleaved({"harness": harness_push, "adb": adb_push}, warmup=1, repeats=repeats)
-                    harness_mb_s = size_mb / t["harness"].median_s
-                    adb_mb_s = size_mb / t["adb"].median_s
+                    pushes = interleaved({"harness": harness_push, "adb": adb_push}, warmup=1, repeats=repeats)
+                    harness_mb_s = size_mb / pushes["harness"].median_s
+                    adb_mb_s = size_mb / pushes["adb"].median_s
                     figures.append(ratio_figure(
                         f"harness push {size_mb} MB (adb-shell) vs real `adb push`", value=harness_mb_s,
                         reference=adb_mb_s, unit="MB/s", reference_label="adb push MB/s", target_min=0.8,
-                        spread=f"harness {t['harness'].spread_ms()}; adb {t['adb'].spread_ms()}",
+                        spread=f"harness {pushes['harness'].spread_ms()}; adb {pushes['adb'].spread_ms()}",
                         note="same virtual device, interleaved; adb time includes its process start"))
                     verified = measure(lambda: dev.push(payload, "/data/local/tmp/v.bin"), warmup=0,
                                        repeats=max(2, repeats // 2))

@@ -13,11 +13,13 @@ run of the code path; ExecuTorch lowering alone would take most of the quick bud
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,10 +75,10 @@ def run(*, quick: bool) -> list[Figure]:
                                                                    for f in manifest.failures))
         export_s = statistics.median(export_runs_s)
         x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-        runtimes = {"eager": EagerRuntime.from_checkpoint(load_checkpoint(checkpoint))}
+        runtimes: dict[str, Any] = {"eager": EagerRuntime.from_checkpoint(load_checkpoint(checkpoint))}
         for a in manifest.artifacts:
             runtimes[a.label] = load_runtime(a.path, a.format, batch_size=a.batch_size)
-        timings = interleaved({k: (lambda r=r: r.run(x)) for k, r in runtimes.items()},
+        timings = interleaved({k: functools.partial(r.run, x) for k, r in runtimes.items()},
                               warmup=3, repeats=5 if quick else 15)
         cuda_figure = _cuda_eager_figure(checkpoint, x, eager_cpu=timings["eager"], arch=arch, quick=quick)
 

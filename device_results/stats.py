@@ -30,8 +30,9 @@ bootstrap takes an explicit seed). Definitions, stated once so reports can quote
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -221,7 +222,7 @@ def top1_agreement(predictions_a: Sequence[int], predictions_b: Sequence[int]) -
     return proportion(same, len(predictions_a))
 
 
-_STATISTICS = {"median": np.median, "mean": np.mean}
+_STATISTICS: dict[str, Callable[..., Any]] = {"median": np.median, "mean": np.mean}
 
 
 def bootstrap_ratio_ci(

@@ -247,7 +247,7 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
-    lines = {}
+    lines: dict[str, int] = {}
     for i, line in enumerate(text.splitlines(), start=1):
         m = re.match(r"^([A-Za-z_][\w-]*)\s*:", line)
         if m:

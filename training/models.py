@@ -22,7 +22,7 @@ import os
 import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -123,9 +123,11 @@ class EmotionAttentionNetwork(nn.Module):
         reduction: int = 16,
     ) -> None:
         super().__init__()
-        self.backbone = create_model(backbone, num_classes=0, global_pool="", pretrained=pretrained,
+        # Any: a timm model, whose num_features and forward_features nn.Module does not declare.
+        features: Any = create_model(backbone, num_classes=0, global_pool="", pretrained=pretrained,
                                      pretrained_file=pretrained_file)
-        channels = int(self.backbone.num_features)
+        self.backbone = features
+        channels = int(features.num_features)
         self.num_features = channels
         self.cbam = CBAM(channels, reduction)
         self.se = SqueezeExcite(channels, reduction)
@@ -135,7 +137,7 @@ class EmotionAttentionNetwork(nn.Module):
         self.pretrained_cfg = dict(getattr(self.backbone, "pretrained_cfg", {}) or {}, classifier="classifier")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.se(self.cbam(self.backbone.forward_features(x)))
+        return self.se(self.cbam(cast(Any, self.backbone).forward_features(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x).mean((2, 3))
@@ -191,7 +193,7 @@ def _cached_weights(arch: str) -> Path | None:
             found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
             if isinstance(found, str):
                 return Path(found)
-    if cfg.url:
+    if isinstance(cfg.url, str) and cfg.url:
         candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
         if candidate.is_file():
             return candidate
@@ -314,7 +316,8 @@ def create_model(
         return load_weights_file(model, cached, arch=arch)
     from timm.models import get_pretrained_cfg
 
-    if get_pretrained_cfg(arch) is None or not (get_pretrained_cfg(arch).hf_hub_id or get_pretrained_cfg(arch).url):
+    published = get_pretrained_cfg(arch)
+    if published is None or not (published.hf_hub_id or published.url):
         raise _no_weights_error(arch, "timm publishes no pretrained weights for it")
     if _hub_offline():
         raise _no_weights_error(arch, "HF_HUB_OFFLINE is set and timm's local cache does not hold them")
@@ -328,7 +331,7 @@ def create_model(
 
 def reset_head(model: nn.Module, num_classes: int) -> nn.Module:
     """Replace the classifier with a fresh one for ``num_classes`` (timm models and the attention net)."""
-    model.reset_classifier(num_classes)
+    cast(Any, model).reset_classifier(num_classes)  # timm's, not nn.Module's
     return model
 
 

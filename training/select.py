@@ -49,8 +49,10 @@ def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
                            and (d / "metrics.json").is_file() and (d / "checkpoint.pt").is_file())
         else:
             raise SelectionError(f"{p} is neither a finished run folder nor a folder of runs")
-    seen: set[Path] = set()
-    return [r for r in runs if not (r.resolve() in seen or seen.add(r.resolve()))]
+    unique: dict[Path, Path] = {}  # resolved path -> the first spelling of it, in order
+    for r in runs:
+        unique.setdefault(r.resolve(), r)
+    return list(unique.values())
 
 
 def _params(run: Path) -> int | None:

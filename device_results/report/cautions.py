@@ -50,18 +50,18 @@ def _telemetry_warnings(cells: TargetCells, config: ReportConfig) -> list[Warnin
 
 
 def report_warnings(all_cells: Sequence[TargetCells], targets: Sequence[TargetView], latencies: Sequence[LatencyView],
-              pairs: Sequence[PairView], runs: Sequence[RunRow], config: ReportConfig, *,
-              artifacts: Sequence[ArtifactView] = ()) -> list[Warning_]:
+                    pairs: Sequence[PairView], runs: Sequence[RunRow], config: ReportConfig, *,
+                    artifacts: Sequence[ArtifactView] = ()) -> list[Warning_]:
     """Every caution about the loaded runs, in the order the report lists them."""
     out: list[Warning_] = []
     seen_parity: set[tuple[str, str]] = set()
     for a in artifacts:
         if a.parity_below_threshold and (a.model_key, a.sha256) not in seen_parity:
             seen_parity.add((a.model_key, a.sha256))
-            p = a.parity or {}
+            parity = a.parity or {}
             out.append(Warning_("parity", "", f"{a.model_key}: its top-1 agreement with the eager FP32 model at "
-                                f"export was {float(p['top1_agreement']):.1%} on {p.get('images', '?')} images, "
-                                f"under the export's threshold ({p.get('threshold', 'unknown')}); its accuracy "
+                                f"export was {float(parity['top1_agreement']):.1%} on {parity.get('images', '?')} "
+                                f"images, under the export's threshold ({parity.get('threshold', 'unknown')}); its accuracy "
                                 "differences from FP32 include quantization error, not only the runtime's"))
     for t in targets:
         if t.is_virtual:

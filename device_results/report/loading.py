@@ -261,7 +261,9 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
                                                           row["target_id"]))]
     labels = _target_labels(runs, target_rows)
 
-    run_views, targets, artifacts = [], [], []
+    run_views: list[RunView] = []
+    targets: list[TargetView] = []
+    artifacts: list[ArtifactView] = []
     all_cells: list[TargetCells] = []
     experiments_by_run: dict[str, dict[int, Mapping[str, Any]]] = {}
     class_names: tuple[str, ...] = ()
@@ -311,16 +313,16 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
     agreements: list[AgreementView] = []
     for run_id, s in summaries.items():
         acc: dict[tuple[str, str, str], Interval] = {}
-        for row in s.accuracy:
-            acc[(row.target_id, row.model_key, row.dataset)] = _iv(row.accuracy)
-            accuracies.append(AccuracyView(labels[(run_id, row.target_id)], row.model_key, row.dataset,
-                                           row.accuracy.successes, row.accuracy.n, _iv(row.accuracy)))
-        latencies.extend(_latency_view(cells_of[(run_id, row.target_id)], row) for row in s.latency)
-        pairs.extend(_pair_view(row, labels[(run_id, row.target_id)], acc) for row in s.int8_vs_fp32)
-        for row in s.across_targets:
-            agreements.append(AgreementView(row.model_key, labels[(run_id, row.reference_target)],
-                                            labels[(run_id, row.other_target)], _iv(row.agreement), row.images,
-                                            row.max_abs_logit_diff))
+        for acc_row in s.accuracy:
+            acc[(acc_row.target_id, acc_row.model_key, acc_row.dataset)] = _iv(acc_row.accuracy)
+            accuracies.append(AccuracyView(labels[(run_id, acc_row.target_id)], acc_row.model_key, acc_row.dataset,
+                                           acc_row.accuracy.successes, acc_row.accuracy.n, _iv(acc_row.accuracy)))
+        latencies.extend(_latency_view(cells_of[(run_id, lat.target_id)], lat) for lat in s.latency)
+        pairs.extend(_pair_view(pair, labels[(run_id, pair.target_id)], acc) for pair in s.int8_vs_fp32)
+        for across in s.across_targets:
+            agreements.append(AgreementView(across.model_key, labels[(run_id, across.reference_target)],
+                                            labels[(run_id, across.other_target)], _iv(across.agreement),
+                                            across.images, across.max_abs_logit_diff))
     if reference is not None:  # every other target against host-cpu, on the same artifact (same sha256)
         ref_sha = {a.model_key: a.sha256 for a in artifacts if a.run_id == reference.target.run_id}
         for c in all_cells:

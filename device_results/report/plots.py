@@ -112,9 +112,11 @@ def thermal_drift(data: ReportData, path: Path) -> Path | None:
         ax.set_ylabel("ms / batch")
         ax.set_title(_display(data, label), fontsize=10)
         ax.grid(alpha=0.3)
-        temps = [(p.experiment_index + 1, p.temp_after_c if p.temp_after_c is not None else p.temp_before_c)
-                 for p in points]
-        temps = [(x, t) for x, t in temps if t is not None]
+        temps: list[tuple[int, float]] = []
+        for p in points:
+            t = p.temp_after_c if p.temp_after_c is not None else p.temp_before_c
+            if t is not None:
+                temps.append((p.experiment_index + 1, t))
         if temps:
             twin = ax.twinx()
             twin.plot([x for x, _ in temps], [t for _, t in temps], color="black", linestyle="--", linewidth=1,

@@ -91,7 +91,9 @@ def build_tables(data: ReportData) -> list[Table]:
 
 
 def _targets(data: ReportData) -> Table:
-    rows, raw, flagged = [], [], []
+    rows: list[tuple[str, ...]] = []
+    raw: list[tuple[object, ...]] = []
+    flagged: list[int] = []
     for t in data.targets:
         desc = "; ".join(f"{k}: {v}" for k, v in t.description)
         libs = ", ".join(f"{k} {v}" for k, v in t.library_versions)
@@ -146,7 +148,9 @@ def _parity_text(a: ArtifactView) -> str:
 
 
 def _latency(data: ReportData) -> Table:
-    rows, raw, flagged = [], [], []
+    rows: list[tuple[str, ...]] = []
+    raw: list[tuple[object, ...]] = []
+    flagged: list[int] = []
     for lat in data.latencies:
         if data.target(lat.target).is_virtual:
             flagged.append(len(rows))
@@ -169,7 +173,9 @@ def _latency(data: ReportData) -> Table:
 
 
 def _ratios(data: ReportData) -> Table:
-    rows, raw, flagged = [], [], []
+    rows: list[tuple[str, ...]] = []
+    raw: list[tuple[object, ...]] = []
+    flagged: list[int] = []
     for r in data.ratios:
         if r.cross_hardware or data.target(r.target).is_virtual:
             flagged.append(len(rows))
@@ -197,7 +203,9 @@ def _accuracy(data: ReportData) -> Table:
 
 
 def _pairs(data: ReportData) -> Table:
-    rows, raw, flagged = [], [], []
+    rows: list[tuple[str, ...]] = []
+    raw: list[tuple[object, ...]] = []
+    flagged: list[int] = []
     for p in data.pairs:
         if p.cross_hardware:
             flagged.append(len(rows))
