@@ -218,6 +218,8 @@ def test_report_of_the_virtual_device_says_temperatures_were_not_measured(refere
     files = write_report(db, [run_id], tmp_path / "report")
     page = files.html.read_text()
     assert "temperature: not measured (profile constant)" in page
+    # the export's parity check travels with the run: every artifact shows it
+    assert {a.model_key for a in data.artifacts if a.parity and a.parity.get("images")} == set(MODELS)
 
 
 def test_stored_latencies_are_the_runner_log_lines_saved_for_the_cell(reference_run):
