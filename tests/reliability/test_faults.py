@@ -535,15 +535,15 @@ _OPENER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from tests.device_results.test_store import _cell, _new_run, _result
+from tests.device_results.test_store import make_cell, make_result, new_run
 from device_results.store import ResultsStore
 go = Path(sys.argv[2])
 while not go.exists():  # start together (spinning): the race is in creating the database
     pass
 with ResultsStore(sys.argv[1], busy_timeout_s=30) as store:
-    run_id = _new_run(store)
+    run_id = new_run(store)
     for i in range(3):
-        store.record_experiment(run_id, "host-cpu", _result(i, [_cell("executorch-fp32", 0)]))
+        store.record_experiment(run_id, "host-cpu", make_result(i, [make_cell("executorch-fp32", 0)]))
     store.finish_run(run_id, "complete")
 """
 
