@@ -12,7 +12,8 @@
   first. Latencies come ONLY from the runner's own ``Iteration i of N: X ms`` lines (stderr, or
   logcat tag ``ExecuTorch`` cleared before each run); outputs are pulled and turned into predictions.
 
-A session never decides what a failure means for the run: ``run_cell`` returns a failed
+The host targets' session is ``android_bench.host_session.HostSession``; the outcome types are in
+``android_bench.outcomes``. A session never decides what a failure means for the run: ``run_cell`` returns a failed
 ``CellOutcome`` for a model's own failure (the runner crashed on it, a runtime raised) and raises
 ``DeviceError`` when the target itself is lost, which the ablation handles.
 """
@@ -21,29 +22,35 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import platform
-import re
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from android_bench.host_session import (
+    HostSession,
+    host_info,
+    library_versions,
+    read_host_cpu_freqs_khz,
+    read_host_temperatures_c,
+)
 from android_bench.inputs import PreparedInputs
-from android_bench.plan import AblationPlan, Experiment, ModelSpec, PlanError, TargetSpec, affinity_cpus
+from android_bench.outcomes import CellOutcome, TargetError, short_error, slug, softmax_top1
+from android_bench.plan import AblationPlan, Experiment, ModelSpec, PlanError, TargetSpec
 from device_results.store import TargetRecord, Telemetry
-from emobench_common.errors import EmobenchError
 from emobench_common.fileio import sha256_file
 from emobench_common.names import utc_now
 
 if TYPE_CHECKING:
     from android_bench.device import Device
-    from export.runtimes import HostRuntime
+
+# names other modules import from here (the host side and the outcomes live in their own modules)
+__all__ = ["BUILD_RUNNER_HINT", "DEFAULT_DEVICE_RUNNER", "DEVICE_BASE_DIR", "LOG_FORMS", "RUNNER_LABELS",
+           "AndroidSession", "CellOutcome", "HostSession", "TargetError", "host_info", "library_versions",
+           "open_session", "read_host_cpu_freqs_khz", "read_host_temperatures_c", "softmax_top1", "support_map"]
 
 log = logging.getLogger(__name__)
 
@@ -66,234 +73,6 @@ RUNNER_LABELS = {
     "user-supplied": "the executor_runner given with --runner",
     "device's own": "the executor_runner already on the device",
 }
-
-
-class TargetError(EmobenchError):
-    """A target that cannot run the plan (unreachable, wrong runner, no CUDA, no room)."""
-
-
-@dataclass(frozen=True)
-class CellOutcome:
-    """What one model did on one batch: timed latencies and logits, or the failure."""
-
-    latencies_ms: tuple[float, ...] = ()
-    logits: np.ndarray | None = None
-    error: str = ""
-    runner_output: str = ""
-    log_path: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-
-def softmax_top1(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 class and its softmax probability for each row of a logits matrix."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    top = p.argmax(axis=1)
-    return top, p[np.arange(len(top)), top]
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "target"
-
-
-def _short_error(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return f"{type(exc).__name__}: {text.splitlines()[0][:500]}"
-
-
-# --- host -----------------------------------------------------------------------------------------
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the runtimes a host target uses."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "executorch", "onnxruntime", "timm", "numpy", "torchao"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
-
-
-def host_info(kind: str) -> dict:
-    """Host description: OS, CPU model, cores, memory, and the GPU for host-cuda."""
-    info: dict = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-                  "cpus_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    with contextlib.suppress(OSError, ValueError):
-        m = re.search(r"^MemTotal:\s*(\d+)\s*kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
-        if m:
-            info["ram_bytes"] = int(m.group(1)) * 1024
-    if kind == "host-cuda":
-        import torch
-
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_capability"] = f"{props.major}.{props.minor}"
-        info["gpu_memory_bytes"] = int(props.total_memory)
-        info["cuda"] = str(torch.version.cuda)
-    return info
-
-
-def read_host_temperatures_c() -> dict[str, float]:
-    """Host thermal zones in deg C (empty where the host exposes none, e.g. in a container)."""
-    temps: dict[str, float] = {}
-    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
-        with contextlib.suppress(OSError, ValueError):
-            name = (zone / "type").read_text().strip() or zone.name
-            raw = int((zone / "temp").read_text().strip())
-            temps[name if name not in temps else f"{name}:{zone.name}"] = raw / 1000 if abs(raw) >= 1000 else raw
-    return temps
-
-
-def read_host_cpu_freqs_khz() -> dict[str, int]:
-    """Current host CPU frequencies in kHz by CPU number (empty where not exposed)."""
-    freqs: dict[str, int] = {}
-    for path in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq"):
-        with contextlib.suppress(OSError, ValueError):
-            freqs[path.parts[-3].removeprefix("cpu")] = int(path.read_text().strip())
-    return dict(sorted(freqs.items(), key=lambda kv: int(kv[0])))
-
-
-class HostSession:
-    """``host-cpu`` / ``host-cuda``: runtimes in this process, timed call by call."""
-
-    def __init__(self, target: TargetSpec, plan: AblationPlan) -> None:
-        self.target, self.plan = target, plan
-        self.device = "cuda" if target.kind == "host-cuda" else "cpu"
-        if self.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise TargetError("target host-cuda: torch.cuda.is_available() is False on this machine",
-                                  hint="drop --target host-cuda here, or run on a machine with an NVIDIA GPU")
-        self._runtimes: dict[str, HostRuntime] = {}
-        self._load_errors: dict[str, str] = {}
-        self.inference_ms_total = 0.0  # every runtime call, warm-up included (for harness-overhead figures)
-        self.transfer_s = 0.0
-        self._old_affinity: set[int] | None = None
-        if plan.affinity_mask and hasattr(os, "sched_setaffinity"):
-            cpus = set(affinity_cpus(plan.affinity_mask)) & set(range(os.cpu_count() or 1))
-            if not cpus:
-                raise TargetError(f"affinity mask {plan.affinity_mask} names no CPU of this host")
-            self._old_affinity = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, cpus)
-        if plan.threads:
-            import torch
-
-            torch.set_num_threads(plan.threads)
-
-    @property
-    def how_obtained(self) -> str:
-        if self.device == "cuda":
-            return ("in-process Python runtime call on the GPU, timed with time.perf_counter between "
-                    "torch.cuda.synchronize() calls (host-to-device copy of the batch included)")
-        how = "in-process Python runtime call timed with time.perf_counter"
-        if self.plan.affinity_mask:
-            how += f"; process pinned with sched_setaffinity to mask {self.plan.affinity_mask}"
-        return how
-
-    def describe(self) -> TargetRecord:
-        return TargetRecord(target_id=self.target.spec, kind=self.target.kind, is_virtual=False,
-                            info=host_info(self.target.kind), library_versions=library_versions(),
-                            threads=self.plan.threads, affinity_mask=self.plan.affinity_mask,
-                            how_obtained=self.how_obtained,
-                            thermal_source="host sensor" if read_host_temperatures_c() else "unavailable",
-                            freq_source="host sensor" if read_host_cpu_freqs_khz() else "unavailable")
-
-    def support(self, model: ModelSpec) -> str | None:
-        """None when the model runs here, else why not."""
-        if self.device == "cpu":
-            return None
-        if model.precision != "fp32":
-            return (f"{model.precision} ({model.mode or 'quantized'}) has no CUDA kernels in PyTorch/ExecuTorch: "
-                    "not supported on this target")
-        if model.format in ("executorch", "torchscript-lite"):
-            return f"{model.format} runs on the CPU only (XNNPACK / lite interpreter): not supported on this target"
-        if model.format == "onnx":
-            import onnxruntime as ort
-
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                return "onnxruntime here has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
-        return None
-
-    def prepare(self, models: Sequence[ModelSpec], inputs: PreparedInputs | None) -> None:
-        """Load every model's runtime once; a load failure fails that model's cells, not the run."""
-        from export.runtimes import EagerRuntime, load_runtime
-
-        for m in models:
-            try:
-                rt: HostRuntime
-                if m.format == "eager":
-                    rt = EagerRuntime.from_checkpoint(self.plan.model_path(m), device=self.device,
-                                                      threads=self.plan.threads)
-                else:
-                    rt = load_runtime(self.plan.model_path(m), m.format, device=self.device, threads=self.plan.threads)
-                self._runtimes[m.key] = rt
-            except Exception as exc:  # a model that does not load fails its cells with the reason
-                log.warning("%s: %s does not load: %s", self.target.spec, m.key, exc)
-                self._load_errors[m.key] = f"{m.key} did not load on {self.target.spec}: {_short_error(exc)}"
-
-    def telemetry(self) -> Telemetry:
-        return Telemetry(read_host_temperatures_c(), read_host_cpu_freqs_khz(), utc_now())
-
-    def _sync(self) -> None:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
-
-    def time_calls(self, model: ModelSpec, x: np.ndarray, *, warmup: int, repeats: int
-                   ) -> tuple[tuple[float, ...], np.ndarray]:
-        """Run ``model`` on ``x`` warmup + repeats times; return the timed latencies and the last logits."""
-        if model.key in self._load_errors:
-            raise TargetError(self._load_errors[model.key])
-        rt = self._runtimes[model.key]
-        out = None
-        for _ in range(warmup):
-            self._sync()
-            t0 = time.perf_counter()
-            out = rt.run(x)
-            self._sync()
-            self.inference_ms_total += (time.perf_counter() - t0) * 1e3
-        latencies = []
-        for _ in range(repeats):
-            self._sync()
-            t0 = time.perf_counter()
-            out = rt.run(x)
-            self._sync()
-            latencies.append((time.perf_counter() - t0) * 1e3)
-        self.inference_ms_total += sum(latencies)
-        return tuple(latencies), np.asarray(out, dtype=np.float32)
-
-    def run_cell(self, experiment: Experiment, model: ModelSpec, inputs: PreparedInputs) -> CellOutcome:
-        if model.key in self._load_errors:
-            return CellOutcome(error=self._load_errors[model.key])
-        try:
-            latencies, logits = self.time_calls(model, inputs.tensor(experiment.index), warmup=self.plan.warmup,
-                                                repeats=self.plan.repeats)
-        except Exception as exc:  # the model failed on this batch: record it, the run goes on
-            return CellOutcome(error=f"{model.key} failed on experiment {experiment.index}: {_short_error(exc)}",
-                               runner_output=traceback.format_exc()[-4000:])
-        return CellOutcome(latencies_ms=latencies, logits=logits)
-
-    def recover(self) -> None:
-        """Nothing to reconnect on the host."""
-
-    def close(self) -> None:
-        self._runtimes.clear()
-        if self._old_affinity is not None:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, self._old_affinity)
 
 
 # --- android --------------------------------------------------------------------------------------
@@ -346,7 +125,7 @@ class AndroidSession:
                 self.runner_local, self.runner_kind = build.binary, "native"
             else:
                 self.runner_kind = "stand-in"
-        self.run_dir = f"{DEVICE_BASE_DIR}/runs/{_slug(run_id)}"
+        self.run_dir = f"{DEVICE_BASE_DIR}/runs/{slug(run_id)}"
         self.remote_runner = DEFAULT_DEVICE_RUNNER
         self.remote_models: dict[str, str] = {}
         self.remote_inputs: dict[tuple[int, int | None], str] = {}
@@ -387,7 +166,7 @@ class AndroidSession:
 
     # -- the one transfer
     def _remote_path_for(self, local: Path, sha: str) -> str:
-        return f"{DEVICE_BASE_DIR}/models/{sha[:16]}_{_slug(local.name)}"
+        return f"{DEVICE_BASE_DIR}/models/{sha[:16]}_{slug(local.name)}"
 
     def _ensure_file(self, local: Path, remote: str, sha: str, *, mode: int | None = None) -> None:
         """Push unless the device already holds exactly this file (sha256-checked either way)."""
@@ -567,7 +346,7 @@ class AndroidSession:
         from android_bench.device import DeviceCommandError
 
         w, r = self.plan.warmup, self.plan.repeats
-        name = f"exp{experiment.index:03d}_{_slug(model.key)}"
+        name = f"exp{experiment.index:03d}_{slug(model.key)}"
         per_image = model.batch_size == 1 and self.plan.batch_size > 1
         jobs = ([(self.remote_inputs[(experiment.index, p)], f"{name}_img{p:02d}", 1)
                  for p in range(self.plan.batch_size)] if per_image
@@ -587,7 +366,7 @@ class AndroidSession:
             try:
                 logits.append(self._pull_logits(out_remote, rows))
             except (ValueError, DeviceCommandError) as exc:
-                return CellOutcome(error=f"{model.key} on experiment {experiment.index}: {_short_error(exc)}",
+                return CellOutcome(error=f"{model.key} on experiment {experiment.index}: {short_error(exc)}",
                                    runner_output=output[-8000:], log_path=str(self.log_dir / f"{log_name}.log"))
         return CellOutcome(latencies_ms=tuple(float(v) for v in totals), logits=np.concatenate(logits),
                            log_path=str(self.log_dir / f"{jobs[0][1]}.log"))
@@ -608,7 +387,7 @@ def open_session(target: TargetSpec, plan: AblationPlan, *, run_id: str, log_dir
     if target.kind in ("host-cpu", "host-cuda"):
         return HostSession(target, plan)
     if target.kind == "android":
-        return AndroidSession(target, plan, run_id=run_id, log_dir=Path(log_dir) / _slug(target.spec), runner=runner,
+        return AndroidSession(target, plan, run_id=run_id, log_dir=Path(log_dir) / slug(target.spec), runner=runner,
                               log_form=log_form, runner_timeout_s=runner_timeout_s, connect=connect)
     raise PlanError(f"unknown target kind {target.kind!r}")
 
