@@ -102,6 +102,8 @@ class ModelProfile:
     status: str = "ok"
     message: str = ""
     runner_latencies_ms: tuple[float, ...] = field(default_factory=tuple)
+    coverage_per_run: tuple[float, ...] = field(default_factory=tuple)
+    execute_ms_per_run: tuple[float, ...] = field(default_factory=tuple)
 
     def top(self, n: int = 10) -> tuple[OperatorTime, ...]:
         return tuple(sorted(self.operators, key=lambda o: -o.median_ms)[:n])
@@ -181,11 +183,13 @@ def analyse_etdump(etdump: str | Path, *, etrecord: str | Path | None = None, wa
                                       share=median / method_median if method_median > 0 else 0.0))
     operators.sort(key=lambda o: (-o.median_ms, o.operator))
     with np.errstate(divide="ignore", invalid="ignore"):
-        coverage = float(np.median(np.where(method_ms > 0, per_run_total / method_ms, 0.0)))
+        per_run_coverage = np.where(method_ms > 0, per_run_total / method_ms, 0.0)
     return ModelProfile(runs=len(method_ms), execute_median_ms=method_median,
-                        profiled_median_ms=float(np.median(per_run_total)), coverage=coverage,
-                        operators=tuple(operators), etrecord_used=used,
-                        runner_latencies_ms=tuple(float(v) for v in runner_latencies_ms))
+                        profiled_median_ms=float(np.median(per_run_total)),
+                        coverage=float(np.median(per_run_coverage)), operators=tuple(operators), etrecord_used=used,
+                        runner_latencies_ms=tuple(float(v) for v in runner_latencies_ms),
+                        coverage_per_run=tuple(float(c) for c in per_run_coverage),
+                        execute_ms_per_run=tuple(float(m) for m in method_ms))
 
 
 def host_etdump(pte: str | Path, input_bytes: bytes, etdump: str | Path, *, executions: int,
@@ -309,7 +313,7 @@ def profile_run(store: Any, run_id: str, plan: Any, *, out_dir: Path, runs: int 
     path = atomic_write_bytes(inputs_dir / "exp_000.f32", x.tobytes())
     import hashlib
 
-    inputs = PreparedInputs(folder=inputs_dir, shape=x.shape, files={0: path},  # type: ignore[arg-type]
+    inputs = PreparedInputs(folder=inputs_dir, shape=x.shape, files={0: path},
                             sha256={0: hashlib.sha256(x.tobytes()).hexdigest()})
     models = [m for m in plan.models if m.format == "executorch"]
     by_key = {p.key: p for p in programs}

@@ -115,9 +115,11 @@ class AndroidSession:
                               hint=exc.hint or "check `adb devices`, the cable or `adb tcpip`, and the address") from exc
         self.info = self.device.info()
         self.runner_kind = "user-supplied" if runner else "device's own"
-        if self.runner_local is None and self.info.is_virtual:
+        if self.runner_local is None and self.info.is_virtual and self._virtual_runner_logs_to_stderr():
             # The virtual device runs emobench's native runner (built on demand) as a host process; the
             # Python stand-in already on it is the fallback where no cmake or compiler exists (H4, issue 13).
+            # A virtual device whose profile stands for a phone runner logging only to logcat (or not at
+            # all) keeps its stand-in: the native runner logs to stderr like a Linux build.
             from android_bench.native import find_native_runner
 
             build = find_native_runner()
@@ -133,6 +135,13 @@ class AndroidSession:
         self.inference_ms_total = 0.0  # runner-reported, warm-up included
         self.transfer_s = 0.0
         self.transfer_bytes = 0
+
+    def _virtual_runner_logs_to_stderr(self) -> bool:
+        try:
+            mode = self.device.getprop("ro.emobench.runner_logging")
+        except Exception:  # noqa: BLE001 - an older virtual device without the property logs to stderr
+            return True
+        return mode in ("", "stderr")
 
     @property
     def how_obtained(self) -> str:

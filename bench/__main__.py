@@ -38,7 +38,7 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for lib in _LIBS:
         try:
             versions[lib] = metadata.version(lib)
@@ -92,7 +92,10 @@ def render_markdown(rows: list[dict]) -> str:
         ref = "-" if r["reference"] is None else f"{_fmt(r['reference'])} ({r['reference_label']})"
         met = "not measured" if r["met"] is None else _fmt(r["met"])
         note = "; ".join(x for x in (r.get("spread", ""), r.get("note", "")) if x)
-        body.append(f"| {r['benchmark']} | {r['name']} | {value} | {ref} | {_fmt(r['ratio'])} | {r['target']} | {met} | {note} |")
+        ratio = _fmt(r["ratio"])
+        if r.get("ratio_low") is not None and r.get("ratio_high") is not None:  # the 95% interval beside it
+            ratio += f" [{_fmt(r['ratio_low'])}, {_fmt(r['ratio_high'])}]"
+        body.append(f"| {r['benchmark']} | {r['name']} | {value} | {ref} | {ratio} | {r['target']} | {met} | {note} |")
     return head + "\n".join(body) + "\n"
 
 

@@ -4,6 +4,10 @@ A benchmark module ``bench/bench_<area>.py`` defines ``run(*, quick: bool) -> li
 ends with ``if __name__ == "__main__": main(run)``. ``python -m bench`` runs each module in its own
 process and prints one table; ``--quick`` is a smoke run the test suite exercises.
 
+Ratios come from paired, interleaved runs (``paired_rounds`` / ``interleaved``) with a 95% percentile-bootstrap
+interval over the pairs (``paired_ratio_interval``); ``interval_figure`` judges "met" on the interval's bound,
+so a target is met only when the whole interval meets it.
+
 Rules: warm up, repeat, report medians and the spread; a figure that could not be measured raises
 (``BenchmarkError``) rather than reporting a number; a figure that needs hardware this machine lacks
 is ``Figure.not_measured(...)`` with the command that measures it where the hardware exists.
@@ -17,7 +21,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 
@@ -39,6 +43,8 @@ class Figure:
     met: bool | None = None
     spread: str = ""
     note: str = ""
+    ratio_low: float | None = None  # the ratio's 95% interval (paired bootstrap), where the ratio has one
+    ratio_high: float | None = None
 
     @staticmethod
     def not_measured(name: str, *, reason: str, command: str, target: str = "") -> Figure:
@@ -115,6 +121,88 @@ def ratio_figure(name: str, *, value: float, reference: float, unit: str, refere
         target, met = "", None
     return Figure(name=name, value=value, unit=unit, reference=reference, reference_label=reference_label,
                   ratio=ratio, target=target, met=met, spread=spread, note=note)
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """A ratio of medians from paired samples and its percentile-bootstrap interval."""
+
+    ratio: float
+    low: float
+    high: float
+    pairs: int
+    confidence: float = 0.95
+
+
+def paired_ratio_interval(values: Sequence[float], references: Sequence[float], *, confidence: float = 0.95,
+                          resamples: int = 4000, seed: int = 0) -> RatioInterval:
+    """median(values) / median(references), with a bootstrap interval that resamples the PAIRS.
+
+    ``values[i]`` and ``references[i]`` must come from the same round of an interleaved run (``interleaved``
+    or ``paired_rounds``), so that drift on a shared machine hits both members of a pair alike.
+    """
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    r = np.asarray(references, dtype=float)
+    if v.shape != r.shape or v.ndim != 1 or len(v) < 2:
+        raise BenchmarkError(f"paired ratio needs two equally long sample lists of >= 2, got {v.shape} and {r.shape}")
+    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(r))) or np.median(r) <= 0:
+        raise BenchmarkError("paired ratio: samples are not finite or the reference median is not positive")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(v), size=(resamples, len(v)))
+    boot = np.median(v[idx], axis=1) / np.median(r[idx], axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    return RatioInterval(float(np.median(v) / np.median(r)), float(low), float(high), len(v), confidence)
+
+
+def median_interval(samples: Sequence[float], *, confidence: float = 0.95, resamples: int = 4000,
+                    seed: int = 0) -> RatioInterval:
+    """The median of per-round ratios (each already paired inside its round) with a bootstrap interval."""
+    import numpy as np
+
+    x = np.asarray(samples, dtype=float)
+    if x.ndim != 1 or len(x) < 2 or not np.all(np.isfinite(x)):
+        raise BenchmarkError(f"median interval needs >= 2 finite samples, got {x.shape}")
+    rng = np.random.default_rng(seed)
+    boot = np.median(x[rng.integers(0, len(x), size=(resamples, len(x)))], axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    return RatioInterval(float(np.median(x)), float(low), float(high), len(x), confidence)
+
+
+def interval_figure(name: str, interval: RatioInterval, *, value: float, reference: float, unit: str,
+                    reference_label: str, target_max: float | None = None, target_min: float | None = None,
+                    note: str = "") -> Figure:
+    """A ratio figure judged on its interval's bound: ``met`` only when the whole interval meets the target.
+
+    ``target_max``: met when the upper bound <= target; ``target_min``: met when the lower bound >= target.
+    """
+    if target_max is not None:
+        target, met = f"ratio <= {target_max:g} (95% upper bound)", interval.high <= target_max
+    elif target_min is not None:
+        target, met = f"ratio >= {target_min:g} (95% lower bound)", interval.low >= target_min
+    else:
+        target, met = "", None
+    spread = (f"95% CI [{interval.low:.3g}, {interval.high:.3g}] (paired bootstrap over {interval.pairs} "
+              "interleaved rounds)")
+    return Figure(name=name, value=value, unit=unit, reference=reference, reference_label=reference_label,
+                  ratio=interval.ratio, target=target, met=met, spread=spread, note=note, ratio_low=interval.low,
+                  ratio_high=interval.high)
+
+
+def paired_rounds(fns: dict[str, Callable[[], float]], *, rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Call each ``fn`` once per round, alternating the order every round; each returns its own measurement."""
+    keys = list(fns)
+    for _ in range(warmup):
+        for key in keys:
+            fns[key]()
+    out: dict[str, list[float]] = {k: [] for k in keys}
+    for i in range(rounds):
+        for key in (keys if i % 2 == 0 else list(reversed(keys))):
+            out[key].append(float(fns[key]()))
+    return out
 
 
 def main(run: Callable[..., list[Figure]]) -> None:

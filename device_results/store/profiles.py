@@ -133,14 +133,13 @@ def record_profile(store: Any, run_id: str, profile: ProfileRecord) -> None:
 
 def read_profiles(store: Any, run_id: str) -> list[ProfileRecord]:
     """A run's profiles with their operators (slowest first); empty for a database without profiles."""
-    conn: sqlite3.Connection = store._conn
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='profiles'").fetchone():
+    if not store.has_table("profiles"):
         return []
     out = []
-    for p in conn.execute("SELECT * FROM profiles WHERE run_id = ? ORDER BY target_id, model_key", (run_id,)):
-        ops = conn.execute(
+    for p in store.query("SELECT * FROM profiles WHERE run_id = ? ORDER BY target_id, model_key", (run_id,)):
+        ops = store.query(
             "SELECT * FROM operator_profiles WHERE run_id = ? AND target_id = ? AND model_key = ?"
-            " ORDER BY median_ms DESC, operator", (run_id, p["target_id"], p["model_key"])).fetchall()
+            " ORDER BY median_ms DESC, operator", (run_id, p["target_id"], p["model_key"]))
         out.append(ProfileRecord(
             target_id=p["target_id"], model_key=p["model_key"], status=p["status"], runs=p["runs"],
             runner=p["runner"], execute_median_ms=p["execute_median_ms"], profiled_median_ms=p["profiled_median_ms"],

@@ -77,12 +77,15 @@ def test_runner_on_a_device_that_reports_no_abi_is_refused(tmp_path, manifest, t
             assert store.list_runs()[0].status == "incomplete"
 
 
-def test_no_runner_on_the_device_and_none_given(tmp_path, manifest, tiny_sample, virtual_device, adb_key):
-    dev = connect(virtual_device.address, adb_key=adb_key)
-    dev.shell(["rm", "-f", "/data/local/tmp/executor_runner"])
-    plan = _plan(manifest, tiny_sample, f"android:{virtual_device.address}")
-    with ResultsStore(tmp_path / "r.db") as store, pytest.raises(TargetError, match="no executor_runner") as info:
-        run_ablation(plan, store, _options(adb_key))
+def test_no_runner_on_the_device_and_none_given(tmp_path, manifest, tiny_sample, adb_key):
+    # A virtual device standing for a phone whose runner logs to logcat keeps its own runner (the native
+    # one logs to stderr), so removing that runner leaves the device without one, as on a phone.
+    with VirtualDevice(tmp_path / "root", authorized_keys=Path(str(adb_key) + ".pub"), runner_logging="logcat") as vd:
+        dev = connect(vd.address, adb_key=adb_key)
+        dev.shell(["rm", "-f", "/data/local/tmp/executor_runner"])
+        plan = _plan(manifest, tiny_sample, f"android:{vd.address}")
+        with ResultsStore(tmp_path / "r.db") as store, pytest.raises(TargetError, match="no executor_runner") as info:
+            run_ablation(plan, store, _options(adb_key))
     assert "android.toolchain.cmake" in info.value.hint
 
 
