@@ -16,7 +16,7 @@ from device_results.report import ReportConfig, load_report_data
 from device_results.report.devices import CROSS_HARDWARE, device_tables, rank_devices
 from device_results.report.views import Interval, LatencyView
 from device_results.store import ResultsStore
-from tests.device_results.test_report_warnings import _make_run
+from tests.device_results.test_report_warnings import make_synthetic_run
 
 
 @pytest.fixture()
@@ -24,9 +24,9 @@ def merged(tmp_path):
     """Two hosts' databases, each with one run of four targets, merged into one."""
     host_a, host_b = tmp_path / "lab-a.db", tmp_path / "lab-b.db"
     with ResultsStore(host_a) as store:
-        run_a = _make_run(store, label="lab-a", seed=0)
+        run_a = make_synthetic_run(store, label="lab-a", seed=0)
     with ResultsStore(host_b) as store:
-        run_b = _make_run(store, label="lab-b", seed=1)
+        run_b = make_synthetic_run(store, label="lab-b", seed=1)
     into = tmp_path / "merged.db"
     merge_databases([host_a, host_b], into, source_hosts=["lab-a", "lab-b"])
     return into, run_a, run_b
@@ -89,7 +89,7 @@ def test_device_view_of_two_merged_hosts(merged):
 
 def test_a_single_device_has_no_device_view(tmp_path):
     with ResultsStore(tmp_path / "one.db") as store:
-        run = _make_run(store, label="x", seed=0)
+        run = make_synthetic_run(store, label="x", seed=0)
         data = load_report_data(store, [run], ReportConfig(bootstrap_resamples=50))
     single = type(data)(**{**data.__dict__, "targets": data.targets[:1]})
     assert device_tables(single) == []

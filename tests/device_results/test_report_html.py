@@ -26,7 +26,7 @@ from pathlib import Path
 from device_results.report import ReportConfig, write_report
 from device_results.store import ResultsStore
 from tests.conftest import require_tool
-from tests.device_results.test_report_warnings import _make_run
+from tests.device_results.test_report_warnings import make_synthetic_run
 
 ARTIFACT_DIR = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -215,7 +215,7 @@ def test_multi_device_report_loads_cleanly_in_chromium(tmp_path):
     require_tool("chromium", "chromium-browser", "google-chrome")
     db = tmp_path / "results.db"
     with ResultsStore(db) as store:
-        run_a = _make_run(store, label="lab-a", seed=0)
+        run_a = make_synthetic_run(store, label="lab-a", seed=0)
     files = write_report(db, [run_a], tmp_path / "report", ReportConfig(bootstrap_resamples=100))
     seen = check_page_in_chromium(files.html, ARTIFACT_DIR / "report-devices.png")
     assert len(seen["images"]) == len(files.png) >= 5

@@ -39,7 +39,7 @@ TARGETS = [
 N_EXP, BATCH, REPEATS = 6, 4, 3
 
 
-def _make_run(store: ResultsStore, *, label: str, seed: int) -> str:
+def make_synthetic_run(store: ResultsStore, *, label: str, seed: int) -> str:
     arts = [ArtifactRecord(k, f, p, q, f"{k}.bin", size, (k[:1] * 64), {"quantization": {
         "layers_quantized": 10, "layers_total": 12}} if p == "int8" else {}) for k, (f, p, q, size) in MODELS.items()]
     exps = [ExperimentRow(i, "seen" if i % 2 == 0 else "unseen", "rafdb" if i % 2 == 0 else "custom",
@@ -85,8 +85,8 @@ def _make_run(store: ResultsStore, *, label: str, seed: int) -> str:
 def synthetic_db(tmp_path):
     db = tmp_path / "results.db"
     with ResultsStore(db) as store:
-        run_a = _make_run(store, label="lab-a", seed=0)
-        run_b = _make_run(store, label="lab-b", seed=1)
+        run_a = make_synthetic_run(store, label="lab-a", seed=0)
+        run_b = make_synthetic_run(store, label="lab-b", seed=1)
     return db, run_a, run_b
 
 

@@ -37,7 +37,7 @@ EXPERIMENTS = [
 TARGET = TargetRecord("host-cpu", "host-cpu", False, {"cpu": "test"}, {"torch": "x"}, 2, None, "python")
 
 
-def _cell(key: str, order: int, *, status: str = "ok", preds=((0, 0), (1, 0))) -> CellResult:
+def make_cell(key: str, order: int, *, status: str = "ok", preds=((0, 0), (1, 0))) -> CellResult:
     now = utc_now()
     return CellResult(
         model_key=key, status=status, order_index=order, batch_size=2, warmup=1, repeats=2, threads=2,
@@ -49,12 +49,12 @@ def _cell(key: str, order: int, *, status: str = "ok", preds=((0, 0), (1, 0))) -
     )
 
 
-def _result(index: int, cells) -> ExperimentResult:
+def make_result(index: int, cells) -> ExperimentResult:
     tel = Telemetry({"cpu": 40.5}, {"0": 1800000}, utc_now())
     return ExperimentResult(index, utc_now(), utc_now(), tuple(cells), before=tel, after=tel, cooldown_s=0.0)
 
 
-def _new_run(store: ResultsStore) -> str:
+def new_run(store: ResultsStore) -> str:
     run_id = store.create_run(plan={"seed": 0, "experiments": 3}, artifacts=ARTIFACTS, experiments=EXPERIMENTS)
     store.add_target(run_id, TARGET, model_support={"executorch-fp32": None, "executorch-int8-dynamic": None})
     return run_id
@@ -62,10 +62,10 @@ def _new_run(store: ResultsStore) -> str:
 
 def test_round_trip_and_counts(tmp_path):
     with ResultsStore(tmp_path / "r.db") as store:
-        run_id = _new_run(store)
+        run_id = new_run(store)
         assert store.get_run(run_id).status == "incomplete"
-        store.record_experiment(run_id, "host-cpu", _result(0, [_cell("executorch-fp32", 0),
-                                                                _cell("executorch-int8-dynamic", 1)]))
+        store.record_experiment(run_id, "host-cpu", make_result(0, [make_cell("executorch-fp32", 0),
+                                                                make_cell("executorch-int8-dynamic", 1)]))
         assert store.done_experiments(run_id, "host-cpu") == {0}
         counts = store.counts(run_id)
         assert counts["cells"] == 2 and counts["latencies"] == 4 and counts["predictions"] == 4
@@ -85,16 +85,16 @@ def test_round_trip_and_counts(tmp_path):
 
 def test_experiment_is_written_all_or_nothing(tmp_path):
     with ResultsStore(tmp_path / "r.db") as store:
-        run_id = _new_run(store)
-        bad = _cell("executorch-int8-dynamic", 1, status="exploded")
+        run_id = new_run(store)
+        bad = make_cell("executorch-int8-dynamic", 1, status="exploded")
         with pytest.raises(ValueError):
-            store.record_experiment(run_id, "host-cpu", _result(0, [_cell("executorch-fp32", 0), bad]))
+            store.record_experiment(run_id, "host-cpu", make_result(0, [make_cell("executorch-fp32", 0), bad]))
         assert store.done_experiments(run_id, "host-cpu") == set()
         assert store.counts(run_id)["cells"] == 0 and store.counts(run_id)["predictions"] == 0
-        store.record_experiment(run_id, "host-cpu", _result(0, [_cell("executorch-fp32", 0),
-                                                                _cell("executorch-int8-dynamic", 1, status="failed")]))
+        store.record_experiment(run_id, "host-cpu", make_result(0, [make_cell("executorch-fp32", 0),
+                                                                make_cell("executorch-int8-dynamic", 1, status="failed")]))
         with pytest.raises(AlreadyRecordedError):
-            store.record_experiment(run_id, "host-cpu", _result(0, [_cell("executorch-fp32", 0)]))
+            store.record_experiment(run_id, "host-cpu", make_result(0, [make_cell("executorch-fp32", 0)]))
         failed = store.rows(run_id, "cells", status="failed")
         assert failed[0]["message"] == "runner crashed" and failed[0]["runner_output"] == "E boom"
 
@@ -103,7 +103,7 @@ def test_resolve_and_missing_runs(tmp_path):
     with ResultsStore(tmp_path / "r.db") as store:
         with pytest.raises(RunNotFoundError):
             store.resolve_run_id("latest")
-        run_id = _new_run(store)
+        run_id = new_run(store)
         assert store.resolve_run_id("latest") == run_id
         assert store.resolve_run_id(run_id[:12]) == run_id
         with pytest.raises(RunNotFoundError, match="no run"):
@@ -137,13 +137,13 @@ def test_refuses_foreign_and_newer_files(tmp_path):
 _WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from tests.device_results.test_store import _new_run, _result, _cell
+    from tests.device_results.test_store import new_run, make_result, make_cell
     from device_results.store import ResultsStore
     with ResultsStore(sys.argv[1], busy_timeout_s=30) as store:
-        run_id = _new_run(store)
+        run_id = new_run(store)
         for i in range(3):
-            store.record_experiment(run_id, "host-cpu", _result(i, [_cell("executorch-fp32", 0),
-                                                                    _cell("executorch-int8-dynamic", 1)]))
+            store.record_experiment(run_id, "host-cpu", make_result(i, [make_cell("executorch-fp32", 0),
+                                                                    make_cell("executorch-int8-dynamic", 1)]))
         store.finish_run(run_id, "complete")
 """)
 
@@ -169,7 +169,7 @@ def test_table_columns_and_csv_export_of_empty_tables(tmp_path):
     from device_results.export import export_run
 
     with ResultsStore(tmp_path / "r.db") as store:
-        run_id = _new_run(store)
+        run_id = new_run(store)
         assert store.table_columns("latencies") == ["run_id", "target_id", "experiment_index", "model_key",
                                                     "repeat_index", "latency_ms"]
         assert store.table_columns("runs")[:2] == ["run_id", "created_at"]
@@ -201,7 +201,7 @@ def test_migrations_bring_an_older_file_up_and_run_once(tmp_path, monkeypatch):
 
 def test_read_only_queries_for_tables_of_other_modules(tmp_path):
     with ResultsStore(tmp_path / "r.db") as store:
-        run_id = _new_run(store)
+        run_id = new_run(store)
         assert store.has_table("cells") and not store.has_table("no_such_table")
         rows = store.query("SELECT model_key, size_bytes FROM artifacts WHERE run_id = ? ORDER BY model_key", [run_id])
         assert [(r["model_key"], r["size_bytes"]) for r in rows] == [("executorch-fp32", 1000),
@@ -209,3 +209,7 @@ def test_read_only_queries_for_tables_of_other_modules(tmp_path):
         with pytest.raises(ValueError, match="SELECT statements only"):
             store.query("DELETE FROM artifacts")
         assert store.counts(run_id)["artifacts"] == 2
+
+
+# Transitional: tests/reliability/test_faults.py imports the old private names until it switches.
+_cell, _result, _new_run = make_cell, make_result, new_run
