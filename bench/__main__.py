@@ -90,7 +90,7 @@ def render_markdown(rows: list[dict]) -> str:
     for r in rows:
         value = "-" if r["value"] is None else f"{_fmt(r['value'])} {r['unit']}".strip()
         ref = "-" if r["reference"] is None else f"{_fmt(r['reference'])} ({r['reference_label']})"
-        met = "not measured" if r["met"] is None else _fmt(r["met"])
+        met = ("no target" if r["value"] is not None else "not measured") if r["met"] is None else _fmt(r["met"])
         note = "; ".join(x for x in (r.get("spread", ""), r.get("note", "")) if x)
         ratio = _fmt(r["ratio"])
         if r.get("ratio_low") is not None and r.get("ratio_high") is not None:  # the 95% interval beside it
