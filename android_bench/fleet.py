@@ -206,10 +206,12 @@ def expand_all_android(targets: Sequence[str], *,
         skipped = ", ".join(f"{serial} ({state})" for serial, state in found) or "none listed"
         raise EmobenchError(f"android:all: the adb server lists no authorised device (seen: {skipped})",
                             hint="connect a phone and accept 'Allow USB debugging?', or `adb connect HOST:PORT`")
+    # through the server that listed them: a HOST:PORT serial (after `adb connect`) needs the adb: prefix
+    listed = [f"android:adb:{serial}" if ":" in serial else f"android:{serial}" for serial in usable]
     out: list[str] = []
     for t in targets:
         if t == ALL_ANDROID:
-            out.extend(f"android:{serial}" for serial in usable if f"android:{serial}" not in targets)
+            out.extend(spec for spec in listed if spec not in targets)
         elif t not in out:
             out.append(t)
     return tuple(out)

@@ -19,11 +19,13 @@ import pytest
 from android_bench.ablation import RunOptions, resume_ablation, run_ablation
 from android_bench.device import connect
 from android_bench.fleet import Lane, expand_all_android, plan_schedule, run_schedule
+from android_bench.keys import ensure_adb_key
 from android_bench.plan import PlanConfig, build_plan
 from android_bench.virtual import VirtualDevice
 from device_results.overlap import Hardware, run_overlaps
 from device_results.store import ResultsStore
 from emobench_common.errors import EmobenchError
+from tests.android_bench.test_real_adb import adb_server  # noqa: F401 - the isolated real adb server fixture
 from tests.device_results.tiny_export import EXPORT_BATCH, build_tiny_export
 
 HOST = Hardware("host CPU", None)
@@ -96,7 +98,7 @@ def test_run_schedule_stops_every_worker_on_interrupt():
 def test_android_all_expands_to_authorised_devices(caplog):
     devices = [("R58M1", "device"), ("R58M2", "unauthorized"), ("127.0.0.1:5555", "device"), ("X9", "offline")]
     assert expand_all_android(["host-cpu", "android:all"], list_devices=lambda: devices) == (
-        "host-cpu", "android:R58M1", "android:127.0.0.1:5555")
+        "host-cpu", "android:R58M1", "android:adb:127.0.0.1:5555")
     assert "skips R58M2: it is unauthorized (accept the 'Allow USB debugging?'" in caplog.text
     assert "skips X9: it is offline" in caplog.text
     assert expand_all_android(["host-cpu"], list_devices=lambda: 1 / 0) == ("host-cpu",)  # never asked
@@ -177,3 +179,22 @@ def test_two_pinned_devices_side_by_side_then_one_dropped_and_resumed(tmp_path, 
     finally:
         vd_a.stop()
         vd_b.stop()
+
+
+@pytest.mark.system
+def test_android_all_asks_the_real_adb_server(adb_server, tmp_path, caplog):  # noqa: F811
+    """Two virtual devices `adb connect`ed to a real adb server: the one that trusts the server's key is
+    listed, the one that does not is named with its state and skipped."""
+    run, server_key = adb_server
+    other = ensure_adb_key(tmp_path / "other" / "adbkey", create=True)
+    with VirtualDevice(tmp_path / "trusting", authorized_keys=Path(f"{server_key}.pub")) as trusting, \
+            VirtualDevice(tmp_path / "stranger", authorized_keys=Path(f"{other}.pub")) as stranger:
+        run("connect", trusting.address)
+        run("connect", stranger.address, check=False)
+        listed = dict(line.split("\t") for line in run("devices").stdout.splitlines()[1:] if "\t" in line)
+        # a refused key shows as 'unauthorized' while a phone's prompt is up, 'offline' once it is refused
+        assert listed[trusting.serial] == "device" and listed[stranger.serial] in ("unauthorized", "offline")
+        assert expand_all_android(["host-cpu", "android:all"]) == ("host-cpu", f"android:adb:{trusting.serial}")
+        assert f"skips {stranger.serial}: it is {listed[stranger.serial]}" in caplog.text
+        with connect(f"adb:{trusting.serial}") as dev:  # the expanded target is reachable through the server
+            assert dev.info().is_virtual
