@@ -53,6 +53,7 @@ class LatencyRow:
     median_ms: float | None = None
     p90_ms: float | None = None
     note: str = ""
+    runner: str = ""  # which executor_runner ran on a device target: native, stand-in, user-supplied ...
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,7 +112,8 @@ def measure_latency(manifest: str | Path, targets: Sequence[str] = ("host-cpu",)
                 session.prepare(supported, inputs)
                 for m in plan.models:
                     row = LatencyRow(target=target.spec, is_virtual=virtual, model_key=m.key,
-                                     size_mb=m.size_bytes / 1e6, batch_size=plan.batch_size, runs=runs)
+                                     size_mb=m.size_bytes / 1e6, batch_size=plan.batch_size, runs=runs,
+                                     runner=str(getattr(session, "runner_kind", "")))
                     reason = session.support(m)
                     if reason:
                         rows.append(replace(row, note=reason))
@@ -133,7 +135,7 @@ def format_latency_table(rows: Sequence[LatencyRow]) -> str:
     headers = ["target", "model", "size MB", "batch", "runs", "avg ms", "min ms", "max ms", "median ms", "p90 ms"]
     body = []
     for r in rows:
-        name = r.target + (" (virtual)" if r.is_virtual else "")
+        name = r.target + (" (virtual)" if r.is_virtual else "") + (f" [{r.runner} runner]" if r.runner else "")
         if r.avg_ms is None:
             body.append([name, r.model_key, f"{r.size_mb:.2f}", str(r.batch_size), "-", r.note[:90], "", "", "", ""])
             continue

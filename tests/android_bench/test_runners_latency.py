@@ -35,6 +35,9 @@ def test_latency_table_on_host_and_virtual_device(manifest, virtual_device, adb_
     assert host["executorch-int8-dynamic"].size_mb < host["executorch-fp32"].size_mb
     table = format_latency_table(rows)
     assert "(virtual)" in table and "median ms" in table
+    # the virtual device ran emobench's native runner (built on demand), and the table says so
+    assert dev["executorch-fp32"].runner == "native" and host["executorch-fp32"].runner == ""
+    assert "(virtual) [native runner]" in table
 
 
 def test_evaluate_manifest_every_artifact(manifest, tiny_sample, tmp_path):
