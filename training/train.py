@@ -42,6 +42,7 @@ from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from training import distributed
 from training.checkpoint import (
@@ -55,7 +56,7 @@ from training.config import ConfigError, TrainConfig, save_config
 from training.engine import EpochSums, Progress, reduce_sums, run_inference, train_one_epoch, validate
 from training.loaders import load_splits, make_loader, seed_all
 from training.models import PHASE1_ARCHS, check_arch, create_model, reset_head
-from training.optim import create_optimizer, create_scheduler
+from training.optim import Scheduler, create_optimizer, create_scheduler
 from training.preemption import REQUEUE_EXIT_CODE, TrainingPreempted, stop_on_signals, stop_requested
 from training.runs import (
     BEST_CHECKPOINT,
@@ -231,155 +232,201 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
 
     model.to(device)
     optimizer = create_optimizer(model, config)
-    scheduler = create_scheduler(optimizer, config)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    history: list[dict[str, Any]] = []
-    start_epoch, start_step = 0, 0
-    best_metric: float | None = None
-    best_epoch, bad_epochs = -1, 0
-    best_state: dict[str, torch.Tensor] | None = None
-    rng_state = None
+    loop = _Loop(config, dist, device, run_dir, model, optimizer, create_scheduler(optimizer, config),
+                 torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, mean, std)
     if state is not None:
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        if scheduler is not None and state.get("scheduler_state"):
-            scheduler.load_state_dict(state["scheduler_state"])
-        if state.get("scaler_state"):
-            scaler.load_state_dict(state["scaler_state"])
-        history = list(state.get("history") or [])
-        start_epoch, start_step = int(state["epoch"]), int(state.get("step_in_epoch") or 0)
-        best_metric, best_epoch = state.get("best_metric"), int(state.get("best_epoch", -1))
-        bad_epochs = int(state.get("epochs_without_improvement") or 0)
-        rng_state = state.get("torch_rng_state")
-        if (run_dir / BEST_CHECKPOINT).is_file():
-            best_state = dict(load_checkpoint(run_dir / BEST_CHECKPOINT).model_state)
-        log.info("resuming %s at epoch %d, step %d", run_dir, start_epoch + 1, start_step)
-
+        loop.restore(state)
     if dist.enabled:
         if config.sync_batchnorm and device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            loop.model = nn.SyncBatchNorm.convert_sync_batchnorm(loop.model)
+        loop.model = nn.parallel.DistributedDataParallel(
+            loop.model, device_ids=[device.index] if device.type == "cuda" else None)
 
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     loader_args: dict[str, Any] = {"dist": dist, "seed": config.seed, "workers": config.workers,
                                    "pin_memory": device.type == "cuda"}
-    per_rank = math.ceil(len(train_ds) / dist.world_size)
-    drop_last = per_rank > config.batch_size  # never a ragged last batch (BatchNorm on one image fails)
-    writer = None
-    if dist.is_main and config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def snapshot(epoch: int, step: int, *, finished: bool = False,
-                 partial: EpochSums = EpochSums()) -> dict[str, Any]:  # noqa: B008 - frozen
-        return make_checkpoint_dict(
-            model=model, arch=config.arch, class_names=config.classes,
-            input_size=(3, config.image_size, config.image_size), mean=mean, std=std,
-            model_kwargs=_model_kwargs(config), optimizer_state=optimizer.state_dict(),
-            scheduler_state=scheduler.state_dict() if scheduler is not None else None,
-            scaler_state=scaler.state_dict() if use_amp else None, epoch=epoch, best_metric=best_metric,
-            best_metric_name=f"val_{config.monitor}", history=history, config=config.to_dict(),
-            extra={"step_in_epoch": step, "best_epoch": best_epoch, "epochs_without_improvement": bad_epochs,
-                   "torch_rng_state": torch.get_rng_state(), "finished": finished, "world_size": dist.world_size,
-                   "epoch_partial_sums": partial.as_list()},
-        )
-
-    def preempt(epoch: int, step: int, sums: EpochSums = EpochSums()) -> TrainingPreempted:  # noqa: B008
-        partial = EpochSums(*reduce_sums(dist, device, sums.as_list()))  # every rank gets here together
-        if dist.is_main:
-            save_checkpoint(run_dir / LAST_STATE, snapshot(epoch, step, partial=partial))
-        distributed.barrier(dist)
-        return TrainingPreempted(
-            f"stopped by a signal at epoch {epoch + 1}, step {step}; state saved to {run_dir / LAST_STATE}",
-            run_dir=run_dir, hint=f"continue with --resume {run_dir}",
-        )
-
+    drop_last = math.ceil(len(train_ds) / dist.world_size) > config.batch_size  # never a ragged last batch
+    writer = _tensorboard(run_dir) if dist.is_main and config.tensorboard else None
     stopped_early = False
     with Progress(config.progress and dist.is_main) as progress:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(loop.start_epoch, config.epochs):
             t_epoch = time.perf_counter()
             seed_all(config.seed + epoch + 1000 * dist.rank)
             loader = make_loader(train_ds, batch_size=config.batch_size, shuffle=True, epoch=epoch,
                                  drop_last=drop_last, **loader_args)
             steps = len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
-            skip = start_step if epoch == start_epoch else 0
-            resumed_sums = EpochSums()
-            if skip and state is not None and dist.is_main:  # all ranks' sums of the interrupted epoch
-                resumed_sums = EpochSums(*(state.get("epoch_partial_sums") or (0.0, 0, 0)))
-            done = train_one_epoch(model, criterion, optimizer, loader, device, config=config, epoch=epoch,
-                                   steps=steps, scaler=scaler, use_amp=use_amp, dist=dist, skip_steps=skip,
-                                   rng_state=rng_state, sums=resumed_sums, progress=progress, on_step=on_step)
+            resumed = epoch == loop.start_epoch and loop.start_step > 0  # the epoch a preempted run stopped in
+            done = train_one_epoch(loop.model, criterion, loop.optimizer, loader, device, config=config, epoch=epoch,
+                                   steps=steps, scaler=loop.scaler, use_amp=use_amp, dist=dist,
+                                   skip_steps=loop.start_step if resumed else 0, rng_state=loop.rng_state,
+                                   sums=loop.start_sums if resumed else EpochSums(), progress=progress,
+                                   on_step=on_step)
             if done.stopped_at_step is not None:
-                raise preempt(epoch, done.stopped_at_step, done.sums)
-            if scheduler is not None:
-                scheduler.step()
+                raise loop.preempt(epoch, done.stopped_at_step, done.sums)
+            if loop.scheduler is not None:
+                loop.scheduler.step()
             totals = reduce_sums(dist, device, done.sums.as_list())
-            val = validate(model, make_loader(val_ds, batch_size=config.batch_size * 2, shuffle=False, epoch=0,
-                                              **loader_args), device, config.classes, amp=use_amp, dist=dist)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": totals[0] / max(totals[1], 1), "train_accuracy": totals[2] / max(totals[1], 1),
-                "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_f1_macro": val["f1_macro"],
-                "val_f1_weighted": val["f1_weighted"], "lr": optimizer.param_groups[0]["lr"],
-                "time_s": time.perf_counter() - t_epoch,
-            }
-            history.append(row)
-            improved = _better(val[config.monitor], best_metric, config.monitor)
-            if improved:
-                best_metric, best_epoch, bad_epochs = float(val[config.monitor]), epoch + 1, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-            else:
-                bad_epochs += 1
-            patience = config.early_stopping_patience
-            stopped_early = patience is not None and bad_epochs >= patience and epoch + 1 < config.epochs
-            if dist.is_main:
-                log.info("%s epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f macro-F1 %.3f%s (%.1f s)",
-                         config.arch, epoch + 1, config.epochs, row["train_loss"], row["train_accuracy"], val["loss"],
-                         val["accuracy"], val["f1_macro"], " *" if improved else "", row["time_s"])
-                if writer is not None:
-                    for key, value in row.items():
-                        if key != "epoch":
-                            writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
-                    writer.flush()
-                if improved:
-                    save_checkpoint(run_dir / BEST_CHECKPOINT, snapshot(epoch + 1, 0))
-                save_checkpoint(run_dir / LAST_STATE, snapshot(epoch + 1, 0))
-            distributed.barrier(dist)
+            val = validate(loop.model, make_loader(val_ds, batch_size=config.batch_size * 2, shuffle=False, epoch=0,
+                                                   **loader_args), device, config.classes, amp=use_amp, dist=dist)
+            stopped_early = loop.end_epoch(epoch, totals, val, time.perf_counter() - t_epoch, writer)
             if stopped_early:
-                log.info("early stopping: no val %s improvement for %d epochs (best %.4f at epoch %d)",
-                         config.monitor, bad_epochs, best_metric, best_epoch)
                 break
             if distributed.any_rank(dist, stop_requested()) and epoch + 1 < config.epochs:
-                raise preempt(epoch + 1, 0)
+                raise loop.preempt(epoch + 1, 0)
 
     if writer is not None:
         writer.close()
-    if best_state is None:
-        raise TrainingError(f"run {run_dir} finished no epoch", hint="check epochs and the data")
-    _unwrap(model).load_state_dict(best_state)
-    metrics = validate(model, make_loader(test_ds, batch_size=config.batch_size * 2, shuffle=False, epoch=0,
-                                          **loader_args), device, config.classes, amp=use_amp, dist=dist)
+    metrics = loop.test(make_loader(test_ds, batch_size=config.batch_size * 2, shuffle=False, epoch=0, **loader_args))
     metrics.update({
         "split": config.test_split, "arch": config.arch, "phase": config.phase,
-        "data_root": str(config.data_root), "image_size": config.image_size, "best_epoch": best_epoch,
-        f"best_val_{config.monitor}": best_metric, "epochs_run": len(history), "stopped_early": stopped_early,
-        "train_images": len(train_ds), "val_images": len(val_ds), "world_size": dist.world_size,
-        "train_time_s": time.perf_counter() - t_start, "history": history,
+        "data_root": str(config.data_root), "image_size": config.image_size, "best_epoch": loop.best_epoch,
+        f"best_val_{config.monitor}": loop.best_metric, "epochs_run": len(loop.history),
+        "stopped_early": stopped_early, "train_images": len(train_ds), "val_images": len(val_ds),
+        "world_size": dist.world_size, "train_time_s": time.perf_counter() - t_start, "history": loop.history,
     })
-    checkpoint_path = run_dir / BEST_CHECKPOINT
-    if dist.is_main:
-        best = load_checkpoint_dict(checkpoint_path)
-        best.update({"history": history, "test_metrics": {k: v for k, v in metrics.items() if k != "history"}})
-        save_checkpoint(checkpoint_path, best)
-        write_evaluation(metrics, run_dir, title=f"{config.arch} [{config.test_split}]")
-        save_checkpoint(run_dir / LAST_STATE, snapshot(len(history), 0, finished=True))
-        point_latest(run_dir.parent, run_dir)
-        log.info("%s: test accuracy %.4f, macro F1 %.4f (best epoch %d) -> %s", config.arch, metrics["accuracy"],
-                 metrics["f1_macro"], best_epoch, checkpoint_path)
-    distributed.barrier(dist)
-    return TrainResult(run_dir=run_dir, checkpoint_path=checkpoint_path, metrics=metrics, history=history,
-                       best_epoch=best_epoch, stopped_early=stopped_early)
+    loop.finish(metrics)
+    return TrainResult(run_dir=run_dir, checkpoint_path=run_dir / BEST_CHECKPOINT, metrics=metrics,
+                       history=loop.history, best_epoch=loop.best_epoch, stopped_early=stopped_early)
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+@dataclass
+class _Loop:
+    """What a run carries from epoch to epoch: the model and its optimiser, the history and the best so far.
+
+    ``snapshot`` is what ``last.pt`` (and ``checkpoint.pt``) hold; ``restore`` reads it back on ``--resume``.
+    """
+
+    config: TrainConfig
+    dist: distributed.DistInfo
+    device: torch.device
+    run_dir: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    start_step: int = 0
+    start_sums: EpochSums = field(default_factory=EpochSums)
+    rng_state: torch.Tensor | None = None
+    best_metric: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a saved state: weights, optimiser, schedule, history, and where the run stopped."""
+        self.model.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        if self.scheduler is not None and state.get("scheduler_state"):
+            self.scheduler.load_state_dict(state["scheduler_state"])
+        if state.get("scaler_state"):
+            self.scaler.load_state_dict(state["scaler_state"])
+        self.history = list(state.get("history") or [])
+        self.start_epoch, self.start_step = int(state["epoch"]), int(state.get("step_in_epoch") or 0)
+        if self.dist.is_main:  # all ranks' sums of the interrupted epoch
+            self.start_sums = EpochSums(*(state.get("epoch_partial_sums") or (0.0, 0, 0)))
+        self.best_metric, self.best_epoch = state.get("best_metric"), int(state.get("best_epoch", -1))
+        self.bad_epochs = int(state.get("epochs_without_improvement") or 0)
+        self.rng_state = state.get("torch_rng_state")
+        if (self.run_dir / BEST_CHECKPOINT).is_file():
+            self.best_state = dict(load_checkpoint(self.run_dir / BEST_CHECKPOINT).model_state)
+        log.info("resuming %s at epoch %d, step %d", self.run_dir, self.start_epoch + 1, self.start_step)
+
+    def snapshot(self, epoch: int, step: int, *, finished: bool = False,
+                 partial: EpochSums = EpochSums()) -> dict[str, Any]:  # noqa: B008 - frozen
+        config = self.config
+        return make_checkpoint_dict(
+            model=self.model, arch=config.arch, class_names=config.classes,
+            input_size=(3, config.image_size, config.image_size), mean=self.mean, std=self.std,
+            model_kwargs=_model_kwargs(config), optimizer_state=self.optimizer.state_dict(),
+            scheduler_state=self.scheduler.state_dict() if self.scheduler is not None else None,
+            scaler_state=self.scaler.state_dict() if self.use_amp else None, epoch=epoch,
+            best_metric=self.best_metric, best_metric_name=f"val_{config.monitor}", history=self.history,
+            config=config.to_dict(),
+            extra={"step_in_epoch": step, "best_epoch": self.best_epoch, "epochs_without_improvement": self.bad_epochs,
+                   "torch_rng_state": torch.get_rng_state(), "finished": finished,
+                   "world_size": self.dist.world_size, "epoch_partial_sums": partial.as_list()},
+        )
+
+    def preempt(self, epoch: int, step: int, sums: EpochSums = EpochSums()) -> TrainingPreempted:  # noqa: B008
+        """Save the state to resume at (epoch, step) and return the error to raise; every rank calls it."""
+        partial = EpochSums(*reduce_sums(self.dist, self.device, sums.as_list()))
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / LAST_STATE, self.snapshot(epoch, step, partial=partial))
+        distributed.barrier(self.dist)
+        return TrainingPreempted(
+            f"stopped by a signal at epoch {epoch + 1}, step {step}; state saved to {self.run_dir / LAST_STATE}",
+            run_dir=self.run_dir, hint=f"continue with --resume {self.run_dir}",
+        )
+
+    def end_epoch(self, epoch: int, totals: list[float], val: dict[str, Any], seconds: float, writer: Any) -> bool:
+        """Record an epoch: history, best weights, log, TensorBoard, checkpoints. Returns whether to stop early."""
+        config = self.config
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": totals[0] / max(totals[1], 1), "train_accuracy": totals[2] / max(totals[1], 1),
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_f1_macro": val["f1_macro"],
+            "val_f1_weighted": val["f1_weighted"], "lr": self.optimizer.param_groups[0]["lr"], "time_s": seconds,
+        }
+        self.history.append(row)
+        improved = _better(val[config.monitor], self.best_metric, config.monitor)
+        if improved:
+            self.best_metric, self.best_epoch, self.bad_epochs = float(val[config.monitor]), epoch + 1, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(self.model).state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        patience = config.early_stopping_patience
+        stop = patience is not None and self.bad_epochs >= patience and epoch + 1 < config.epochs
+        if self.dist.is_main:
+            log.info("%s epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f macro-F1 %.3f%s (%.1f s)",
+                     config.arch, epoch + 1, config.epochs, row["train_loss"], row["train_accuracy"], val["loss"],
+                     val["accuracy"], val["f1_macro"], " *" if improved else "", row["time_s"])
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+                writer.flush()
+            if improved:
+                save_checkpoint(self.run_dir / BEST_CHECKPOINT, self.snapshot(epoch + 1, 0))
+            save_checkpoint(self.run_dir / LAST_STATE, self.snapshot(epoch + 1, 0))
+        distributed.barrier(self.dist)
+        if stop:
+            log.info("early stopping: no val %s improvement for %d epochs (best %.4f at epoch %d)",
+                     config.monitor, self.bad_epochs, self.best_metric, self.best_epoch)
+        return stop
+
+    def test(self, loader: DataLoader) -> dict[str, Any]:
+        """The best weights' metrics over ``loader`` (the test split)."""
+        if self.best_state is None:
+            raise TrainingError(f"run {self.run_dir} finished no epoch", hint="check epochs and the data")
+        _unwrap(self.model).load_state_dict(self.best_state)
+        return validate(self.model, loader, self.device, self.config.classes, amp=self.use_amp,
+                        dist=self.dist)
+
+    def finish(self, metrics: dict[str, Any]) -> None:
+        """Rank 0 adds the test metrics to the best checkpoint, writes the evaluation, marks the run finished."""
+        config, checkpoint_path = self.config, self.run_dir / BEST_CHECKPOINT
+        if self.dist.is_main:
+            best = load_checkpoint_dict(checkpoint_path)
+            best.update({"history": self.history,
+                         "test_metrics": {k: v for k, v in metrics.items() if k != "history"}})
+            save_checkpoint(checkpoint_path, best)
+            write_evaluation(metrics, self.run_dir, title=f"{config.arch} [{config.test_split}]")
+            save_checkpoint(self.run_dir / LAST_STATE, self.snapshot(len(self.history), 0, finished=True))
+            point_latest(self.run_dir.parent, self.run_dir)
+            log.info("%s: test accuracy %.4f, macro F1 %.4f (best epoch %d) -> %s", config.arch, metrics["accuracy"],
+                     metrics["f1_macro"], self.best_epoch, checkpoint_path)
+        distributed.barrier(self.dist)
 
 
 def _finished_result(run_dir: Path) -> TrainResult:
