@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import logging
 import signal
 import threading
@@ -31,11 +30,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from android_bench import fleet
 from android_bench.inputs import PreparedInputs, prepare_inputs
 from android_bench.plan import AblationPlan, Experiment, ModelSpec, PlanError, verify_plan_files
-from android_bench.runners import CellOutcome, TargetError, open_session, softmax_top1, support_map
+from android_bench.runners import (
+    AndroidSession,
+    CellOutcome,
+    HostSession,
+    TargetError,
+    open_session,
+    softmax_top1,
+    support_map,
+)
 from device_results.store import (
     ArtifactRecord,
     CellResult,
@@ -48,6 +56,9 @@ from device_results.store import (
 )
 from emobench_common.errors import EmobenchError
 from emobench_common.names import utc_now
+
+if TYPE_CHECKING:
+    from android_bench.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +128,7 @@ class RunOptions:
     store_logits: bool = True
     experiment_attempts: int = 3
     label: str = ""
-    connect: Callable[[str], object] | None = None
+    connect: Callable[[str], Device] | None = None
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -240,7 +251,7 @@ def _check_inputs(store: ResultsStore, run_id: str, inputs: PreparedInputs) -> N
 def _execute(plan: AblationPlan, store: ResultsStore, run_id: str, log_dir: Path, options: RunOptions,
              progress: Callable[[ProgressEvent], None] | None) -> AblationResult:
     emit = _serialized(progress or (lambda _e: None))
-    sessions: dict[str, object] = {}
+    sessions: dict[str, HostSession | AndroidSession] = {}
     timings: dict[str, TargetTiming] = {}
     hardware: dict[str, fleet.Hardware] = {}
     schedule = fleet.Schedule(())
@@ -281,7 +292,7 @@ def _execute(plan: AblationPlan, store: ResultsStore, run_id: str, log_dir: Path
     finally:
         for session in sessions.values():
             with contextlib.suppress(Exception):
-                session.close()  # type: ignore[attr-defined]
+                session.close()
     failed = store.rows(run_id, "cells", status="failed")
     messages = [f"{target} stopped after {len(store.done_experiments(run_id, target))} of {len(plan.experiments)} "
                 f"experiments: {reason}" for target, reason in stopped.items()]
@@ -383,7 +394,8 @@ def _cooldown(plan: AblationPlan, session) -> float:
     if plan.cooldown_temp_c is None:
         return 0.0
     t0 = time.perf_counter()
-    for poll in itertools.count():
+    poll = 0
+    while True:
         temps = session.telemetry().temperatures_c
         cpu = {k: v for k, v in temps.items() if "cpu" in k.lower()} or temps
         hottest = max(cpu.values()) if cpu else None
@@ -397,6 +409,7 @@ def _cooldown(plan: AblationPlan, session) -> float:
             log.warning("%s still at %.1f C after %.0f s of cooldown; going on", session.target.spec, hottest, waited)
             return waited
         time.sleep(min(5.0, max(0.5, plan.cooldown_timeout_s / 100)))
+        poll += 1
 
 
 def _cell_result(plan: AblationPlan, session, exp: Experiment, model: ModelSpec, order: int, outcome: CellOutcome,
@@ -413,10 +426,12 @@ def _cell_result(plan: AblationPlan, session, exp: Experiment, model: ModelSpec,
                               runner_output=outcome.runner_output, log_path=outcome.log_path)
     if not outcome.ok:
         return CellResult(status="failed", message=outcome.error, runner_output=outcome.runner_output, **common)
-    top, prob = softmax_top1(outcome.logits)
+    logits = outcome.logits
+    assert logits is not None  # an ok outcome without logits became a failed cell above
+    top, prob = softmax_top1(logits)
     preds = tuple(
         PredictionRow(position=i, image_id=image_id, label=int(label), prediction=int(top[i]), top1_prob=float(prob[i]),
-                      logits=tuple(float(v) for v in outcome.logits[i]) if options.store_logits else None)
+                      logits=tuple(float(v) for v in logits[i]) if options.store_logits else None)
         for i, (image_id, label) in enumerate(zip(exp.image_ids, exp.labels, strict=True)))
     return CellResult(status="ok", latencies_ms=tuple(outcome.latencies_ms), predictions=preds, **common)
 
