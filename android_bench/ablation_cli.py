@@ -68,12 +68,16 @@ def _connect_with(adb_key: Path | None):
 @click.option("--allow-reuse", is_flag=True, help="Reuse images once a dataset is exhausted.")
 @click.option("--label", default="", help="Free-text label stored with the run.")
 @click.option("--no-logits", is_flag=True, help="Do not store per-image logits.")
+@click.option("--profile", is_flag=True,
+              help="Then profile each .pte per operator on every target (ETDump + Inspector) into the same run.")
+@click.option("--profile-runs", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Profiled executions per program with --profile.")
 @_KEY_OPTION
 @click.pass_context
 def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repeats, warmup, threads, affinity,
              cooldown_temp, cooldown_timeout, runner, runner_log, runner_timeout, db, resume_run, seed, seen_split,
              unseen_split, seen_kind, unseen_kind, faces, models, no_eager, allow_reuse, label, no_logits,
-             adb_key) -> None:
+             profile, profile_runs, adb_key) -> None:
     """Run the FP32-vs-INT8 ablation on every target, on the same images, into the results database.
 
     With --resume RUN the plan comes from the stored run: plan options (--target, --experiments, ...)
@@ -119,6 +123,15 @@ def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repe
         progress.stop()
         click.echo(format_summary(summarize_run(store, result.run_id)))
         click.echo(f"\nrun {result.run_id}: {result.status}; database {db}; raw logs {result.log_dir}")
+        if profile:  # per-operator profiles into the same run (H4, issue 13)
+            from android_bench.plan import AblationPlan
+            from android_bench.profiling import profile_run
+            from android_bench.runner_cli import format_profiles
+
+            run_plan = plan if plan is not None else AblationPlan.from_dict(store.get_run(result.run_id).plan)
+            records = profile_run(store, result.run_id, run_plan, out_dir=Path(result.log_dir) / "profiles",
+                                  runs=profile_runs, runner=runner, connect=options.connect)
+            click.echo(format_profiles(records))
         if "|" in result.schedule or " then " in result.schedule:
             click.echo(f"schedule: {result.schedule}", err=True)
         if result.status == "partial":
