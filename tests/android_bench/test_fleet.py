@@ -198,3 +198,44 @@ def test_android_all_asks_the_real_adb_server(adb_server, tmp_path, caplog):  # 
         assert f"skips {stranger.serial}: it is {listed[stranger.serial]}" in caplog.text
         with connect(f"adb:{trusting.serial}") as dev:  # the expanded target is reachable through the server
             assert dev.info().is_virtual
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two virtual devices on disjoint CPUs need two CPUs")
+def test_cli_two_served_devices_on_disjoint_cpus_and_host_cpu(tmp_path, manifest, tiny_sample, adb_key):
+    """As a user would: two `emobench device serve --cpus N` processes, one `emobench ablation` over both and
+    host-cpu; the devices overlap in time, host-cpu runs alone, every target's rows are complete."""
+    import subprocess
+    import sys
+
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    servers = [subprocess.Popen([sys.executable, "-m", "emobench", "device", "serve", "--cpus", str(cpu), "--root",
+                                 str(tmp_path / f"dev{cpu}"), "--authorized-keys", f"{adb_key}.pub"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+               for cpu in cpus]
+    try:
+        targets = [f"android:{s.stdout.readline().strip()}" for s in servers]
+        db = tmp_path / "r.db"
+        args = [sys.executable, "-m", "emobench", "ablation", "--manifest", str(manifest), "--seen",
+                str(tiny_sample["rafdb"]), "--unseen", str(tiny_sample["custom"]), "--target", "host-cpu",
+                "--target", targets[0], "--target", targets[1], "--experiments", "3", "--batch-size",
+                str(EXPORT_BATCH), "--warmup", "0", "--repeats", "1", "--threads", "1", "--no-eager", "--db", str(db),
+                "--adb-key", str(adb_key)]
+        for m in MODELS:
+            args += ["--model", m]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"schedule: host-cpu (alone) then {targets[0]} | {targets[1]}" in done.stderr
+        with ResultsStore(db) as store:
+            run_id = store.resolve_run_id("latest")
+            assert store.get_run(run_id).status == "complete"
+            for target in ("host-cpu", *targets):
+                assert store.done_experiments(run_id, target) == {0, 1, 2}
+                assert len(store.rows(run_id, "cells", target_id=target, status="ok")) == 3 * len(MODELS)
+            pairs = {(o.target_a, o.target_b): o.shared_hardware for o in run_overlaps(store, run_id)}
+        assert pairs == {tuple(sorted(targets)): None}  # the devices overlapped, sharing no CPU; host-cpu alone
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=30)
