@@ -189,7 +189,11 @@ def run_executor_runner(argv: list[str], ctx: Ctx) -> int:
 
 def _run(flags: _Flags, ctx: Ctx, logger: _Logger) -> int:  # noqa: C901 - mirrors main() of the runner
     import torch
-    from executorch.runtime import Runtime
+
+    from emobench_common import quiet
+
+    with quiet.known_warnings():  # ExecuTorch's ExperimentalWarning on its bindings
+        from executorch.runtime import Runtime
 
     state = ctx.state
     fs = state.fs
@@ -220,7 +224,8 @@ def _run(flags: _Flags, ctx: Ctx, logger: _Logger) -> int:  # noqa: C901 - mirro
                  f"FileDataLoader::from() failed: 0x{_ERR_ACCESS_FAILED:x}")
     before_load = time.perf_counter()
     try:
-        program = Runtime.get().load_program(model_host)
+        with quiet.native_log_filter():  # XNNPACK's cpuinfo lines if this is the process's first load
+            program = Runtime.get().load_program(model_host)
     except Exception:  # noqa: BLE001 - the runtime raises RuntimeError/ValueError for a bad file
         logger("E", "parse", f"Failed to parse model file {flags.model_path}")
         return 1
@@ -230,7 +235,8 @@ def _run(flags: _Flags, ctx: Ctx, logger: _Logger) -> int:  # noqa: C901 - mirro
     logger.check(bool(method_name), "method", "method_name_result.ok()", "Program has no methods")
     logger("I", "method", f"Using method {method_name}")
     try:
-        method = program.load_method(method_name)
+        with quiet.native_log_filter():
+            method = program.load_method(method_name)
     except Exception as exc:  # noqa: BLE001
         logger.check(False, "load_check", "method.ok()",
                      f"Loading of method {method_name} failed with status 0x{_ERR_INVALID_ARGUMENT:x} ({exc})")
