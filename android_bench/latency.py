@@ -8,6 +8,7 @@ Host targets time each runtime call; Android targets use the runner's own per-it
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from android_bench import fleet
 from android_bench.inputs import DTYPE, PreparedInputs
 from android_bench.plan import (
     PLAN_VERSION,
@@ -28,13 +30,15 @@ from android_bench.plan import (
     normalize_affinity,
     read_manifest,
 )
-from android_bench.runners import open_session
+from android_bench.runners import AndroidSession, HostSession, open_session
 from device_results import stats
 from emobench_common.fileio import atomic_write_bytes
 from emobench_common.names import EAGER_KEY
 
 if TYPE_CHECKING:
     from android_bench.device import Device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,30 +107,53 @@ def measure_latency(manifest: str | Path, targets: Sequence[str] = ("host-cpu",)
         inputs = PreparedInputs(folder=folder, shape=plan.input_spec.batch_shape(plan.batch_size), files={0: path},
                                 sha256={0: hashlib.sha256(x.tobytes()).hexdigest()})
         exp = plan.experiments[0]
-        for target in plan.targets:
-            session = open_session(target, plan, run_id="latency", log_dir=folder / "logs", runner=runner,
-                                   connect=connect)
-            try:
-                virtual = bool(getattr(getattr(session, "info", None), "is_virtual", False))
-                supported = [m for m in plan.models if session.support(m) is None]
-                session.prepare(supported, inputs)
-                for m in plan.models:
-                    row = LatencyRow(target=target.spec, is_virtual=virtual, model_key=m.key,
-                                     size_mb=m.size_bytes / 1e6, batch_size=plan.batch_size, runs=runs,
-                                     runner=str(getattr(session, "runner_kind", "")))
-                    reason = session.support(m)
-                    if reason:
-                        rows.append(replace(row, note=reason))
-                        continue
-                    outcome = session.run_cell(exp, m, inputs)
-                    if not outcome.ok:
-                        rows.append(replace(row, note=outcome.error))
-                        continue
-                    s = stats.latency_summary(outcome.latencies_ms)
-                    rows.append(replace(row, avg_ms=s.mean_ms, min_ms=s.min_ms, max_ms=s.max_ms,
-                                        median_ms=s.median_ms, p90_ms=s.p90_ms))
-            finally:
+        sessions: dict[str, HostSession | AndroidSession] = {}
+        try:
+            # every target opened first (an unreachable one fails before anything runs), then run as
+            # android_bench.fleet schedules them: phones side by side, virtual devices only on disjoint CPUs
+            for target in plan.targets:
+                sessions[target.spec] = open_session(target, plan, run_id="latency", log_dir=folder / "logs",
+                                                     runner=runner, connect=connect)
+            schedule = fleet.plan_schedule([t.spec for t in plan.targets],
+                                           {spec: fleet.session_hardware(s) for spec, s in sessions.items()})
+            log.info("latency: %s", schedule.describe())
+
+            def measure(spec: str, stop: object) -> list[LatencyRow]:
+                return _measure_target(plan, sessions[spec], exp, inputs, runs)
+
+            outcome = fleet.run_schedule(schedule, measure)
+            if outcome.interrupted is not None:
+                raise outcome.interrupted
+            if outcome.failures:
+                raise next(iter(outcome.failures.values()))
+            for target in plan.targets:
+                rows.extend(outcome.results[target.spec])
+        finally:
+            for session in sessions.values():
                 session.close()
+    return rows
+
+
+def _measure_target(plan: AblationPlan, session: HostSession | AndroidSession, exp: Experiment,
+                    inputs: PreparedInputs, runs: int) -> list[LatencyRow]:
+    virtual = bool(getattr(getattr(session, "info", None), "is_virtual", False))
+    supported = [m for m in plan.models if session.support(m) is None]
+    session.prepare(supported, inputs)
+    rows: list[LatencyRow] = []
+    for m in plan.models:
+        row = LatencyRow(target=session.target.spec, is_virtual=virtual, model_key=m.key, size_mb=m.size_bytes / 1e6,
+                         batch_size=plan.batch_size, runs=runs, runner=str(getattr(session, "runner_kind", "")))
+        reason = session.support(m)
+        if reason:
+            rows.append(replace(row, note=reason))
+            continue
+        outcome = session.run_cell(exp, m, inputs)
+        if not outcome.ok:
+            rows.append(replace(row, note=outcome.error))
+            continue
+        s = stats.latency_summary(outcome.latencies_ms)
+        rows.append(replace(row, avg_ms=s.mean_ms, min_ms=s.min_ms, max_ms=s.max_ms, median_ms=s.median_ms,
+                            p90_ms=s.p90_ms))
     return rows
 
 

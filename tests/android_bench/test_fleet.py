@@ -239,3 +239,23 @@ def test_cli_two_served_devices_on_disjoint_cpus_and_host_cpu(tmp_path, manifest
         for s in servers:
             s.terminate()
             s.wait(timeout=30)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two virtual devices on disjoint CPUs need two CPUs")
+def test_latency_runs_pinned_devices_side_by_side(tmp_path, manifest, adb_key, caplog):
+    import logging
+
+    from android_bench.latency import measure_latency
+
+    cpu_a, cpu_b = sorted(os.sched_getaffinity(0))[:2]
+    keys = Path(f"{adb_key}.pub")
+    with VirtualDevice(tmp_path / "a", authorized_keys=keys, cpus={cpu_a}) as vd_a, \
+            VirtualDevice(tmp_path / "b", authorized_keys=keys, cpus={cpu_b}) as vd_b:
+        a, b = f"android:{vd_a.address}", f"android:{vd_b.address}"
+        with caplog.at_level(logging.INFO, logger="android_bench.latency"):
+            rows = measure_latency(manifest, ("host-cpu", a, b), runs=3, warmup=1, threads=1, include_eager=False,
+                                   connect=functools.partial(connect, adb_key=adb_key))
+    assert f"latency: host-cpu (alone) then {a} | {b}" in caplog.text
+    assert [(r.target, r.model_key) for r in rows] == [(t, m) for t in ("host-cpu", a, b) for m in MODELS]
+    assert all(r.median_ms and r.median_ms > 0 and not r.note for r in rows)
+    assert [r.is_virtual for r in rows] == [False] * 2 + [True] * 4
