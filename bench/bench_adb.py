@@ -16,7 +16,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.harness import BenchmarkError, Figure, interleaved, main, measure, ratio_figure
+from bench.harness import (
+    BenchmarkError,
+    Figure,
+    interleaved,
+    interval_figure,
+    main,
+    measure,
+    paired_ratio_interval,
+)
 
 
 def _free_port() -> int:
@@ -76,11 +84,13 @@ def run(*, quick: bool) -> list[Figure]:
                     pushes = interleaved({"harness": harness_push, "adb": adb_push}, warmup=1, repeats=repeats)
                     harness_mb_s = size_mb / pushes["harness"].median_s
                     adb_mb_s = size_mb / pushes["adb"].median_s
-                    figures.append(ratio_figure(
-                        f"harness push {size_mb} MB (adb-shell) vs real `adb push`", value=harness_mb_s,
+                    # MB/s ratio = adb time / harness time, round by round
+                    interval = paired_ratio_interval(pushes["adb"].samples_s, pushes["harness"].samples_s)
+                    figures.append(interval_figure(
+                        f"harness push {size_mb} MB (adb-shell) vs real `adb push`", interval, value=harness_mb_s,
                         reference=adb_mb_s, unit="MB/s", reference_label="adb push MB/s", target_min=0.8,
-                        spread=f"harness {pushes['harness'].spread_ms()}; adb {pushes['adb'].spread_ms()}",
-                        note="same virtual device, interleaved; adb time includes its process start"))
+                        note=f"harness {pushes['harness'].spread_ms()}; adb {pushes['adb'].spread_ms()}; same "
+                             "virtual device, interleaved; adb time includes its process start"))
                     verified = measure(lambda: dev.push(payload, "/data/local/tmp/v.bin"), warmup=0,
                                        repeats=max(2, repeats // 2))
                     figures.append(Figure(name="harness push incl. on-device sha256 check",

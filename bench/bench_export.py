@@ -23,7 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import BenchmarkError, Figure, interleaved, main, measure, ratio_figure
+from bench.harness import (
+    BenchmarkError,
+    Figure,
+    interleaved,
+    interval_figure,
+    main,
+    measure,
+    paired_ratio_interval,
+    ratio_figure,
+)
 
 
 def _checkpoint(path: Path, arch: str, image_size: int) -> Path:
@@ -94,21 +103,18 @@ def run(*, quick: bool) -> list[Figure]:
             figures.append(ratio_figure(
                 f"{a.label} size", value=a.size_bytes / 1e6, reference=twin.size_bytes / 1e6, unit="MB",
                 reference_label=f"{twin.label}", target_max=0.30 if a.format == "executorch" and not quick else None,
-                note=f"{q.layers_quantized}/{q.layers_total} weight layers INT8" if q else ""))
-            figures.append(ratio_figure(
-                f"{a.label} latency vs FP32", value=t.median_ms, reference=timings[twin.label].median_ms, unit="ms",
-                reference_label=twin.label, spread=t.spread_ms()))
+                note="exact (file sizes); "
+                + (f"{q.layers_quantized}/{q.layers_total} weight layers INT8" if q else "")))
+            figures.append(_latency_ratio(f"{a.label} latency vs FP32", t, timings[twin.label], twin.label))
         else:
             figures.append(Figure(name=f"{a.label} size", value=a.size_bytes / 1e6, unit="MB"))
-        figures.append(ratio_figure(f"{a.label} latency vs eager", value=t.median_ms, reference=eager_ms, unit="ms",
-                                    reference_label="eager FP32", spread=t.spread_ms()))
+        figures.append(_latency_ratio(f"{a.label} latency vs eager", t, timings["eager"], "eager FP32"))
     int8 = [a for a in manifest.artifacts if a.precision == "int8"]
     best_int8 = min(int8, key=lambda a: timings[a.label].median_ms)
     best_fp32 = min(fp32.values(), key=lambda a: timings[a.label].median_ms)
-    figures.append(ratio_figure(
-        f"fastest INT8 ({best_int8.label})", value=timings[best_int8.label].median_ms,
-        reference=timings[best_fp32.label].median_ms, unit="ms", reference_label=f"fastest FP32 ({best_fp32.label})",
-        target_max=None if quick else 1.0, spread=timings[best_int8.label].spread_ms()))
+    figures.append(_latency_ratio(f"fastest INT8 ({best_int8.label})", timings[best_int8.label],
+                                  timings[best_fp32.label], f"fastest FP32 ({best_fp32.label})",
+                                  target_max=None if quick else 1.0))
     figures.append(cuda_figure)
     figures.append(Figure(
         name=f"export all {len(manifest.artifacts)} artifacts", value=export_s, unit="s", target="< 90 s",
@@ -117,6 +123,14 @@ def run(*, quick: bool) -> list[Figure]:
         note=f"export + verification of every artifact, median of {EXPORT_RUNS} runs"
         + (" (quick: tiny model, no target)" if quick else "")))
     return figures
+
+
+def _latency_ratio(name: str, value, reference, reference_label: str, *, target_max: float | None = None) -> Figure:
+    """value/reference latency from the same interleaved rounds, with its paired 95% bootstrap interval."""
+    interval = paired_ratio_interval(value.samples_s, reference.samples_s)
+    return interval_figure(name, interval, value=value.median_ms, reference=reference.median_ms, unit="ms",
+                           reference_label=reference_label, target_max=target_max,
+                           note=f"value {value.spread_ms()}; reference {reference.spread_ms()}")
 
 
 def _cuda_eager_figure(checkpoint: Path, x: np.ndarray, *, eager_cpu, arch: str, quick: bool) -> Figure:

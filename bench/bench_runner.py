@@ -147,7 +147,7 @@ def run(*, quick: bool) -> list[Figure]:
                 f"profile coverage, {name}: sum of operator times / execute time", interval,
                 value=profile.profiled_median_ms, reference=profile.execute_median_ms, unit="ms",
                 reference_label="Method::execute ms", target_min=0.9,
-                basis="executions (operator sum and execute time of the same execution)",
+                basis="executions (operator sum and execute time paired within each)",
                 note=f"{arch} {size}x{size} {name}; {len(profile.operators)} operator names, "
                      f"{sum(o.calls for o in profile.operators)} operator calls per execution; interval over "
                      f"{profile.runs} executions"))

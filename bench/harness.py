@@ -174,7 +174,7 @@ def median_interval(samples: Sequence[float], *, confidence: float = 0.95, resam
 
 def interval_figure(name: str, interval: RatioInterval, *, value: float, reference: float, unit: str,
                     reference_label: str, target_max: float | None = None, target_min: float | None = None,
-                    note: str = "", basis: str = "interleaved rounds") -> Figure:
+                    note: str = "", basis: str = "paired, interleaved rounds") -> Figure:
     """A ratio figure judged on its interval's bound: ``met`` only when the whole interval meets the target.
 
     ``target_max``: met when the upper bound <= target; ``target_min``: met when the lower bound >= target.
@@ -185,7 +185,7 @@ def interval_figure(name: str, interval: RatioInterval, *, value: float, referen
         target, met = f"ratio >= {target_min:g} (95% lower bound)", interval.low >= target_min
     else:
         target, met = "", None
-    spread = f"95% CI [{interval.low:.3g}, {interval.high:.3g}] (paired bootstrap over {interval.pairs} {basis})"
+    spread = f"95% CI [{interval.low:.3g}, {interval.high:.3g}] (bootstrap over {interval.pairs} {basis})"
     return Figure(name=name, value=value, unit=unit, reference=reference, reference_label=reference_label,
                   ratio=interval.ratio, target=target, met=met, spread=spread, note=note, ratio_low=interval.low,
                   ratio_high=interval.high)
