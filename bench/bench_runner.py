@@ -11,6 +11,8 @@ alternately, with a 95% percentile-bootstrap interval over the rounds; "met" is 
   alternating; target <= 1.15.
 - profile coverage: per execution, the summed operator times of the ETDump / ``Method::execute``,
   read with ExecuTorch's Inspector; the median over executions; target >= 0.9.
+
+``--quick`` uses a tiny model and sets no targets (its microsecond operators leave coverage low).
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def run(*, quick: bool) -> list[Figure]:
         figures.append(interval_figure(
             "profiling overhead: latency with ETDump on / off (native runner)", interval,
             value=statistics.median(samples["on"]), reference=statistics.median(samples["off"]), unit="ms",
-            reference_label="ETDump off ms", target_max=1.15, note=what))
+            reference_label="ETDump off ms", target_max=None if quick else 1.15, note=what))
 
         # 3. profile coverage: operator times / Method::execute, per execution, FP32 and dynamic INT8
         for name in ("fp32", "int8-dynamic"):
@@ -146,7 +148,7 @@ def run(*, quick: bool) -> list[Figure]:
             figures.append(interval_figure(
                 f"profile coverage, {name}: sum of operator times / execute time", interval,
                 value=profile.profiled_median_ms, reference=profile.execute_median_ms, unit="ms",
-                reference_label="Method::execute ms", target_min=0.9,
+                reference_label="Method::execute ms", target_min=None if quick else 0.9,
                 basis="executions (operator sum and execute time paired within each)",
                 note=f"{arch} {size}x{size} {name}; {len(profile.operators)} operator names, "
                      f"{sum(o.calls for o in profile.operators)} operator calls per execution; interval over "
