@@ -32,11 +32,21 @@ def _csv(allowed: tuple[str, ...]):
               callback=_csv(("torchscript", "executorch", "onnx")), help="Comma-separated formats.")
 @click.option("--precisions", default="fp32,int8", show_default=True, callback=_csv(("fp32", "int8")),
               help="Comma-separated precisions.")
-@click.option("--int8-mode", "int8_mode", type=click.Choice(["dynamic", "static", "both"]), default="dynamic",
-              show_default=True, help="INT8 with dynamic activations, static (calibrated) activations, or both.")
+@click.option("--int8-mode", "int8_mode", type=click.Choice(["dynamic", "static", "mixed", "both", "all"]),
+              default="dynamic", show_default=True,
+              help="INT8 with dynamic activations, static (calibrated) activations, mixed (static with the most "
+                   "sensitive layer groups kept FP32), both (dynamic+static) or all three.")
 @click.option("--calibration-data", type=click.Path(path_type=Path),
               help="Dataset root to calibrate static INT8 on (its training split).")
-@click.option("--calibration-images", type=int, default=32, show_default=True, help="Images for calibration.")
+@click.option("--calibration-images", type=int, default=None,
+              help="Images for calibration (default: ExportConfig's, chosen by measurement; see docs/export.md).")
+@click.option("--calibration-observer", type=click.Choice(["minmax", "moving_average", "histogram", "percentile"]),
+              default=None, help="How static/mixed INT8 picks activation ranges (default: ExportConfig's).")
+@click.option("--target-agreement", type=float, default=0.99, show_default=True,
+              help="mixed: keep sensitive layer groups FP32 until top-1 agreement with FP32 on the calibration "
+                   "images reaches this.")
+@click.option("--sensitivity", is_flag=True,
+              help="Rank layer groups by how much quantizing each alone changes the answers (always done for mixed).")
 @click.option("--eval-data", type=click.Path(path_type=Path),
               help="Dataset root whose real images verify every artifact (default: --calibration-data, "
                    "then the data root recorded in the checkpoint).")
@@ -47,8 +57,10 @@ def _csv(allowed: tuple[str, ...]):
               help="Warn when an INT8 artifact's top-1 agreement with eager FP32 is below this.")
 @click.option("--overwrite", is_flag=True, help="Replace a different export already in --out.")
 def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | None, formats, precisions,
-                   int8_mode: str, calibration_data: Path | None, calibration_images: int, eval_data: Path | None,
-                   eval_images: int, batch_size: int, min_int8_agreement: float, overwrite: bool) -> None:
+                   int8_mode: str, calibration_data: Path | None, calibration_images: int | None,
+                   calibration_observer: str | None, target_agreement: float, sensitivity: bool,
+                   eval_data: Path | None, eval_images: int, batch_size: int, min_int8_agreement: float,
+                   overwrite: bool) -> None:
     """Export a checkpoint to TorchScript, ExecuTorch and ONNX (FP32 and INT8), each verified."""
     from export.config import ExportConfig
     from export.errors import ExportConfigError, ExportFailedError
@@ -60,15 +72,22 @@ def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | No
         assert latest_dir is not None  # exactly one of the two, checked above
         checkpoint = find_latest_checkpoint(latest_dir)
         click.echo(f"latest checkpoint: {checkpoint}", err=True)
-    modes = ("dynamic", "static") if int8_mode == "both" else (int8_mode,)
+    modes = {"both": ("dynamic", "static"), "all": ("dynamic", "static", "mixed")}.get(int8_mode, (int8_mode,))
+    defaults = ExportConfig()
     config = ExportConfig(
         formats=formats, precisions=precisions, int8_modes=modes, batch_size=batch_size,
-        calibration_data=calibration_data, calibration_images=calibration_images, eval_data=eval_data,
-        eval_images=eval_images, int8_min_agreement=min_int8_agreement, overwrite=overwrite,
+        calibration_data=calibration_data, eval_data=eval_data, eval_images=eval_images,
+        int8_min_agreement=min_int8_agreement, overwrite=overwrite, target_agreement=target_agreement,
+        sensitivity=sensitivity,
+        calibration_images=defaults.calibration_images if calibration_images is None else calibration_images,
+        calibration_observer=calibration_observer or defaults.calibration_observer,
     )
     with _Progress() as progress:
         manifest = export_all(checkpoint, out_dir, config, on_event=progress.on_event)
     _render(manifest)
+    from export.sensitivity_view import render_sensitivity
+
+    render_sensitivity(manifest)
     if manifest.failures:
         names = "; ".join(f"{f.format} {f.precision}{'-' + f.mode if f.mode else ''}: {f.error}"
                           for f in manifest.failures)

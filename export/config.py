@@ -10,7 +10,8 @@ from export.errors import ExportConfigError
 
 FORMATS: tuple[str, ...] = ("torchscript", "executorch", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
-INT8_MODES: tuple[str, ...] = ("dynamic", "static")
+INT8_MODES: tuple[str, ...] = ("dynamic", "static", "mixed")
+CALIBRATION_OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "histogram", "percentile")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,14 @@ class ExportConfig:
         fp32_max_abs_diff: an FP32 artifact whose max |logit - eager logit| reaches this fails.
         int8_min_agreement: below this top-1 agreement with eager an INT8 artifact gets a warning.
         overwrite: replace a different export already in the output folder.
+        calibration_observer: how static/mixed INT8 picks activation ranges (``CALIBRATION_OBSERVERS``,
+            see ``export.calibration``).
+        target_agreement: ``mixed`` INT8 keeps the most sensitive layer groups FP32 until its top-1
+            agreement with FP32 on the calibration images reaches this.
+        max_fp32_layer_share: ``mixed`` never leaves more than this share of the weight layers FP32.
+        max_fp32_weight_share: ... nor more than this share of the weight bytes (keeps the file small).
+        sensitivity: also rank the layer groups by quantization sensitivity for ``static`` (``mixed``
+            always does); the ranking goes into the artifact's details.
     """
 
     formats: tuple[str, ...] = FORMATS
@@ -47,6 +56,11 @@ class ExportConfig:
     fp32_max_abs_diff: float = 1e-3
     int8_min_agreement: float = 0.9
     overwrite: bool = False
+    calibration_observer: str = "histogram"
+    target_agreement: float = 0.99
+    max_fp32_layer_share: float = 0.10
+    max_fp32_weight_share: float = 0.03
+    sensitivity: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("formats", self.formats, FORMATS)
@@ -57,6 +71,12 @@ class ExportConfig:
                 raise ExportConfigError(f"export setting {name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.int8_min_agreement <= 1.0:
             raise ExportConfigError(f"int8_min_agreement must be in [0, 1], got {self.int8_min_agreement}")
+        if self.calibration_observer not in CALIBRATION_OBSERVERS:
+            raise ExportConfigError(f"unknown calibration_observer {self.calibration_observer!r}",
+                                    hint=f"choose from {', '.join(CALIBRATION_OBSERVERS)}")
+        for name in ("target_agreement", "max_fp32_layer_share", "max_fp32_weight_share"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ExportConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.fp32_max_abs_diff <= 0:
             raise ExportConfigError(f"fp32_max_abs_diff must be positive, got {self.fp32_max_abs_diff}")
         for split_name in ("calibration_split", "eval_split"):
@@ -65,8 +85,8 @@ class ExportConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        """True when a static INT8 artifact is requested for a format that has a static mode."""
-        return "int8" in self.precisions and "static" in self.int8_modes and (
+        """True when a static (or mixed) INT8 artifact is requested for a format that has that mode."""
+        return "int8" in self.precisions and bool({"static", "mixed"} & set(self.int8_modes)) and (
             "executorch" in self.formats or "onnx" in self.formats
         )
 

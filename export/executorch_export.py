@@ -1,4 +1,4 @@
-"""ExecuTorch ``.pte`` with the XNNPACK delegate: FP32, INT8 dynamic and INT8 static.
+"""ExecuTorch ``.pte`` with the XNNPACK delegate: FP32, INT8 dynamic, static and mixed.
 
 The pipeline is a chain of small stages, as in ExecuTorch's own ``export_util``:
 model -> ``torch.export`` ExportedProgram -> (pt2e quantization) -> ``to_edge_transform_and_lower``
@@ -7,7 +7,8 @@ with ``XnnpackPartitioner`` -> ``to_executorch()`` -> program bytes -> file.
 INT8 uses ``XNNPACKQuantizer`` with per-channel symmetric weights: ``dynamic`` quantizes activations
 at run time (no calibration; XNNPACK then quantizes Linear and non-depthwise Conv2d, depthwise stays
 FP32), ``static`` observes activations on real calibration images (the mode ExecuTorch recommends for
-CNNs). The quantization report counts layers in the converted graph that is lowered into the file.
+CNNs), ``mixed`` is static with the most quantization-sensitive layer groups kept FP32 (``export.mixed``).
+The quantization report counts layers in the converted graph that is lowered into the file.
 
 Beside each ``.pte`` goes its ETRecord (``<name>.etrecord``, recorded in the artifact's
 ``details["etrecord"]``): the edge program with debug handles and the delegate map that ExecuTorch's
@@ -29,12 +30,7 @@ from export.quant_report import count_pt2e_graph
 log = logging.getLogger(__name__)
 
 FORMAT = "executorch"
-MODES: dict[str, tuple[str | None, ...]] = {"fp32": (None,), "int8": ("dynamic", "static")}
-_METHODS = {
-    "dynamic": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, dynamic INT8 activations",
-    "static": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, static INT8 activations "
-              "calibrated on real images",
-}
+MODES: dict[str, tuple[str | None, ...]] = {"fp32": (None,), "int8": ("dynamic", "static", "mixed")}
 
 
 def export(ctx: ExportContext, precision: str, mode: str | None) -> list[Artifact]:
@@ -48,12 +44,14 @@ def export(ctx: ExportContext, precision: str, mode: str | None) -> list[Artifac
     example = ctx.example_input()
     program = _export_program(ctx.model, example)
     report = None
+    int8_details: dict = {}
     if precision == "int8":
         quantized = _quantize(program, mode, ctx)
-        report = count_pt2e_graph(quantized, method=_METHODS[str(mode)])
-        program = _export_program(quantized, example)
+        report = count_pt2e_graph(quantized.graph_module, method=quantized.method)
+        int8_details = quantized.details
+        program = _export_program(quantized.graph_module, example)
     edge = _lower(program)
-    details = _delegation_summary(edge)
+    details = {**_delegation_summary(edge), **int8_details}
     executorch_program = edge.to_executorch()
     path = _save(bytes(executorch_program.buffer), staged_path(ctx, FORMAT, precision, mode))
     details["etrecord"] = _save_etrecord(executorch_program, path.with_suffix(".etrecord"))
@@ -70,25 +68,10 @@ def _export_program(model, example):
 
 
 def _quantize(program, mode: str | None, ctx: ExportContext):
-    import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    """The converted pt2e graph for ``mode`` and how it was made (``export.mixed.Quantized``)."""
+    from export.mixed import quantize_for_mode
 
-    if mode not in ("dynamic", "static"):
-        raise ValueError(f"ExecuTorch has no INT8 mode {mode!r}")
-    # Read calibration batches first so a missing calibration set fails before any work.
-    batches = ctx.calibration_batches() if mode == "static" else [ctx.example_input()]
-    quantizer = XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=(mode == "dynamic"))
-    )
-    prepared = prepare_pt2e(program.module(), quantizer)
-    with torch.no_grad():
-        for batch in batches:
-            prepared(batch)
-    return convert_pt2e(prepared)
+    return quantize_for_mode(ctx, program.module(), mode)
 
 
 def _lower(program):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device_results.report.devices import device_tables
+from device_results.report.int8_methods import int8_method_table
 from device_results.report.loading import load_report_data
 from device_results.report.profiles import CHART_TITLE as PROFILE_CHART_TITLE
 from device_results.report.profiles import load_profiles, profile_tables, write_profile_chart
@@ -93,6 +94,7 @@ def write_report_from_data(data: ReportData, out_dir: str | os.PathLike[str]) ->
     try:
         profiles = load_profiles(data)  # "Where the time goes" (issue 13), when the runs were profiled
         tables = build_tables(data) + device_tables(data) + profile_tables(data, profiles)
+        tables += [t for t in (int8_method_table(data),) if t.rows]
         plots = write_plots(data, stage)
         chart = write_profile_chart(data, profiles, stage)
         if chart is not None:

@@ -103,6 +103,7 @@ def render_html(data: ReportData, tables: Sequence[Table], plots: Sequence[tuple
                  "comparison measured the hardware, not quantization. Every row below compares the two models on "
                  "ONE target, on the same images; any cross-hardware row is marked as such.</p>")
     parts.append(table("fp32_vs_int8"))
+    parts.append(table("int8_methods"))
     parts.append(plot("accuracy_fp32_vs_int8.png"))
     parts.append(table("accuracy"))
     if "experiments" in by_key:

@@ -1,0 +1,321 @@
+"""Static INT8 calibration for the XNNPACK pt2e path: observer choice, layer groups, quantize-and-convert.
+
+``XNNPACKQuantizer`` with per-channel symmetric INT8 weights is what ExecuTorch lowers to XNNPACK; what
+changes the model's answers is how the *activation* ranges are chosen from the calibration images:
+
+- ``minmax``: the widest range seen (``MinMaxObserver``): no clipping, coarsest steps;
+- ``moving_average``: the per-batch min/max averaged (``MovingAverageMinMaxObserver``, constant 0.01);
+- ``histogram``: the range that minimises the L2 quantization error of a 2048-bin histogram
+  (``HistogramObserver``, the quantizer's own default for static INT8);
+- ``percentile``: the 0.01th / 99.99th percentile of each batch, averaged over batches
+  (``PercentileObserver`` below): clips the rare extreme activations of SiLU/SE blocks.
+
+``layer_groups`` names the units that mixed precision and the sensitivity analysis switch between
+INT8 and FP32 (for timm's EfficientNet: the stem, each block ``blocks.i.j``, the head conv, the
+classifier). ``calibrate`` runs prepare_pt2e on the whole model (batch axis dynamic, so calibration and
+evaluation run batched) and feeds it the calibration images once; ``convert`` turns a copy into the
+converted graph that ``export.executorch_export`` lowers, after removing the observers of the groups
+kept in FP32, so XNNPACK runs those in floating point. One calibration thus serves the static artifact,
+the sensitivity analysis and the mixed-precision search.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from export.errors import ExportConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "histogram", "percentile")
+DEFAULT_OBSERVER = "histogram"
+PERCENTILE = 99.99
+# torch.quantile refuses inputs above 2**24 elements; a strided sample keeps the estimate cheap.
+_MAX_QUANTILE_ELEMENTS = 1 << 20
+
+
+def _percentile_observer_class() -> type:
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    class PercentileObserver(MinMaxObserver):
+        """Activation range = low/high percentile of each batch, averaged over the calibration batches.
+
+        Unlike min/max, a handful of extreme activations do not stretch the range (and the step size)
+        for every other value; unlike the histogram search it needs no per-batch re-binning.
+        """
+
+        def __init__(self, *args: Any, percentile: float = PERCENTILE, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.percentile = float(percentile)
+            self.batches = 0
+
+        def forward(self, x_orig):
+            import torch
+
+            if x_orig.numel() == 0:
+                return x_orig
+            x = x_orig.detach().to(self.min_val.dtype).flatten()
+            if x.numel() > _MAX_QUANTILE_ELEMENTS:
+                x = x[:: -(-x.numel() // _MAX_QUANTILE_ELEMENTS)]
+            q = torch.tensor([1.0 - self.percentile / 100.0, self.percentile / 100.0], dtype=x.dtype)
+            low, high = torch.quantile(x, q)
+            low, high = torch.minimum(low, x.new_zeros(())), torch.maximum(high, x.new_zeros(()))
+            n = self.batches
+            if n == 0:
+                self.min_val.resize_(low.shape).copy_(low)
+                self.max_val.resize_(high.shape).copy_(high)
+            else:  # running mean of the per-batch percentiles
+                self.min_val.copy_(self.min_val + (low - self.min_val) / (n + 1))
+                self.max_val.copy_(self.max_val + (high - self.max_val) / (n + 1))
+            self.batches = n + 1
+            return x_orig
+
+    PercentileObserver.__module__ = __name__
+    PercentileObserver.__qualname__ = "PercentileObserver"
+    return PercentileObserver
+
+
+_PERCENTILE_CLASS: type | None = None
+
+
+def percentile_observer_class() -> type:
+    """The ``PercentileObserver`` class (built lazily so importing this module needs no torchao)."""
+    global _PERCENTILE_CLASS
+    if _PERCENTILE_CLASS is None:
+        _PERCENTILE_CLASS = _percentile_observer_class()
+    return _PERCENTILE_CLASS
+
+
+def check_observer(observer: str) -> str:
+    if observer not in OBSERVERS:
+        raise ExportConfigError(f"unknown calibration observer {observer!r}", hint=f"choose from {', '.join(OBSERVERS)}")
+    return observer
+
+
+def activation_observer(observer: str):
+    """The observer constructor for activations named ``observer`` (one of ``OBSERVERS``)."""
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+
+    check_observer(observer)
+    eps = 2**-12  # the XNNPACK quantizer's own eps
+    if observer == "minmax":
+        return MinMaxObserver.with_args(eps=eps)
+    if observer == "moving_average":
+        return MovingAverageMinMaxObserver.with_args(eps=eps, averaging_constant=0.01)
+    if observer == "histogram":
+        return HistogramObserver.with_args(eps=eps)
+    percentile: Any = percentile_observer_class()
+    return percentile.with_args(eps=eps)
+
+
+def quantization_config(observer: str = DEFAULT_OBSERVER, *, qat: bool = False):
+    """XNNPACK's symmetric per-channel config, static activations observed by ``observer``.
+
+    With ``qat`` the quantizer's own QAT config (fake quantization with moving-average ranges) is
+    returned unchanged: the ranges are then learned during training, not calibrated.
+    """
+    import dataclasses
+
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    base = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+    if qat:
+        return base
+    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=activation_observer(observer))
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
+
+def dynamic_config():
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    return get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+
+
+# ------------------------------------------------------------------------------------------ layer groups
+
+
+def layer_groups(model: torch.nn.Module) -> list[str]:
+    """The model's quantization units in execution order, as module names.
+
+    Each top-level child that holds weights is a group, except containers of containers (timm's
+    ``blocks`` = stages of blocks), which are split down to their blocks: ``blocks.0.0``, ``blocks.1.0``...
+    Batch norms and activations (``bn1``, ``bn2``, ``global_pool``) are folded into or act on their
+    neighbours and are not groups of their own.
+    """
+    from torch import nn
+
+    def has_weights(module: nn.Module) -> bool:
+        return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) for m in module.modules())
+
+    groups: list[str] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        children = [(n, c) for n, c in module.named_children() if has_weights(c)]
+        container = not prefix or isinstance(module, (nn.Sequential, nn.ModuleList))
+        if not container or not children:
+            groups.append(prefix)
+            return
+        for name, child in children:
+            visit(f"{prefix}.{name}" if prefix else name, child)
+
+    visit("", model)
+    return groups
+
+
+def group_layers(model: torch.nn.Module, groups: Sequence[str]) -> dict[str, list[str]]:
+    """The weight layers (conv, linear module names) of each group."""
+    from torch import nn
+
+    out: dict[str, list[str]] = {g: [] for g in groups}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            for group in groups:
+                if name == group or name.startswith(group + "."):
+                    out[group].append(name)
+                    break
+    return out
+
+
+def group_weight_bytes(model: torch.nn.Module, groups: Sequence[str]) -> dict[str, int]:
+    """FP32 bytes of the conv/linear weights of each group (what keeping it FP32 costs, roughly x4/3 of INT8)."""
+    modules = dict(model.named_modules())
+    return {g: sum(int(modules[name].weight.numel()) * 4 for name in names)
+            for g, names in group_layers(model, groups).items()}
+
+
+def _node_in_groups(groups: Iterable[str]):
+    from torchao.quantization.pt2e.quantizer import get_module_name_filter
+
+    filters = [get_module_name_filter(g) for g in groups]
+
+    def matches(node) -> bool:
+        return any(f(node) for f in filters)
+
+    return matches
+
+
+# ------------------------------------------------------------------------------------------ quantize
+
+
+CALIBRATION_BATCH = 32
+
+
+def make_quantizer(*, observer: str = DEFAULT_OBSERVER, qat: bool = False):
+    """An ``XNNPACKQuantizer`` for static INT8 (or QAT) with per-channel weights and ``observer`` activations."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    return XNNPACKQuantizer().set_global(quantization_config(observer, qat=qat))
+
+
+def export_batch_dynamic(model: torch.nn.Module, example: torch.Tensor) -> Any:
+    """``torch.export`` the model with a dynamic batch axis (calibration and evaluation run batched)."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=False)
+    return program.module()
+
+
+def calibrate(model: torch.nn.Module, images: Any, *, observer: str = DEFAULT_OBSERVER,
+              batch_size: int = CALIBRATION_BATCH) -> Any:
+    """prepare_pt2e on the whole model and run ``images`` through its observers, ``batch_size`` at a time.
+
+    Every weight layer and activation gets an observer; which of them become INT8 is decided at
+    ``convert`` time, so one calibration serves the sensitivity analysis, the mixed-precision search
+    and the final artifact. Observers pass values through unchanged, so each sees FP32 activations
+    whichever groups end up quantized. (``moving_average`` and ``percentile`` average per batch.)
+
+    Args:
+        images: float32 NCHW array or tensor of calibration images.
+
+    Returns:
+        The prepared, calibrated ``GraphModule`` (keep it; ``convert`` copies it).
+    """
+    import numpy as np
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    if x.shape[0] == 0:
+        raise ExportConfigError("no calibration images to calibrate static INT8 with")
+    graph = export_batch_dynamic(model, x[:1].expand(2, *x.shape[1:]))  # batch 1 would be specialised
+    prepared = prepare_pt2e(graph, make_quantizer(observer=observer))
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            prepared(x[start:start + batch_size])
+    return prepared
+
+
+def _is_observer(prepared: Any, node: Any) -> bool:
+    from torchao.quantization.pt2e import ObserverBase
+
+    return node.op == "call_module" and isinstance(prepared.get_submodule(str(node.target)), ObserverBase)
+
+
+def convert(prepared: Any, *, fp32_groups: Sequence[str] = (), only_groups: Sequence[str] | None = None) -> Any:
+    """convert_pt2e a copy of a calibrated model, with the observers of FP32 layer groups removed first.
+
+    An observer stays (and becomes a quantize/dequantize pair) when the node it observes or any node
+    reading it belongs to a quantized group; so a group kept in FP32 has FP32 weights and computes in
+    FP32, and the edges into and out of INT8 groups stay quantized. ``only_groups`` quantizes just those
+    groups (the sensitivity analysis); ``fp32_groups`` everything but those (mixed precision).
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    if fp32_groups and only_groups is not None:
+        raise ValueError("give fp32_groups or only_groups, not both")
+    model = copy.deepcopy(prepared)
+    if fp32_groups or only_groups is not None:
+        in_fp32 = _node_in_groups(fp32_groups)
+        in_only = _node_in_groups(only_groups or ())
+
+        def quantized(node: Any) -> bool:
+            if getattr(node, "op", None) not in ("call_function", "call_module"):
+                return False  # placeholders, weights: decided by the layer that reads them
+            return in_only(node) if only_groups is not None else not in_fp32(node)
+
+        graph = model.graph
+        for node in list(graph.nodes):
+            if not _is_observer(model, node):
+                continue
+            source = node.args[0]
+            if quantized(source) or any(quantized(user) for user in node.users):
+                continue
+            node.replace_all_uses_with(source)
+            graph.erase_node(node)
+        graph.lint()
+        model.recompile()
+    return convert_pt2e(model)
+
+
+def quantize_static(model: torch.nn.Module, images: Any, *, observer: str = DEFAULT_OBSERVER,
+                    fp32_groups: Sequence[str] = ()) -> Any:
+    """``calibrate`` then ``convert``: the converted graph (batch axis dynamic) for static INT8."""
+    return convert(calibrate(model, images, observer=observer), fp32_groups=fp32_groups)
+
+
+def run_graph(graph_module: Any, images: Any, batch_size: int = 64) -> Any:
+    """Logits (numpy) of a (converted) graph module on float32 NCHW ``images``, ``batch_size`` at a time.
+
+    A graph exported with a fixed batch gets its last chunk padded (and the padding dropped).
+    """
+    import numpy as np
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    outs = []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            chunk = x[start:start + batch_size]
+            n = chunk.shape[0]
+            if n < batch_size:
+                chunk = torch.cat([chunk, chunk[:1].expand(batch_size - n, *chunk.shape[1:])])
+            outs.append(graph_module(chunk)[:n])
+    return torch.cat(outs).numpy()

@@ -1,0 +1,120 @@
+"""The INT8 modes of the XNNPACK path, behind one call: dynamic, static, mixed (and their details).
+
+``quantize_for_mode(ctx, graph_module, mode)`` returns the converted pt2e graph that
+``export.executorch_export`` lowers, plus what the manifest should record about how it was made:
+
+- ``dynamic``: per-channel INT8 weights, activations quantized at run time (no calibration);
+- ``static``: per-channel INT8 weights, activation ranges from ``config.calibration_observer`` on
+  ``config.calibration_images`` training images;
+- ``mixed``: ``static``, except the layer groups whose quantization changes the answers most stay FP32,
+  added one at a time (most sensitive first) until top-1 agreement with FP32 on the calibration
+  images reaches ``config.target_agreement`` (see ``export.sensitivity``).
+
+The sensitivity ranking is computed once per export (``ctx.cache``) and recorded in the details of
+the artifacts that used it (``--sensitivity`` adds it to the static artifact too).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from export import calibration as cal
+from export import sensitivity as sens
+from export.context import ExportContext
+
+log = logging.getLogger(__name__)
+
+METHODS = {
+    "dynamic": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, dynamic INT8 activations",
+    "static": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, static INT8 activations "
+              "calibrated on real images ({observer} observer, {images} images)",
+    "mixed": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, static INT8 activations "
+             "({observer} observer, {images} images); the most quantization-sensitive layer groups kept FP32 "
+             "({fp32_groups})",
+}
+_SENSITIVITY_KEY = "executorch:sensitivity"
+_CALIBRATED_KEY = "executorch:calibrated"
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """A converted pt2e graph and the manifest details of how it was quantized."""
+
+    graph_module: Any
+    method: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def quantize_for_mode(ctx: ExportContext, graph_module: Any, mode: str | None) -> Quantized:
+    """Quantize ``graph_module`` (``torch.export(...).module()``) for ``mode``.
+
+    Raises:
+        ExportConfigError: static/mixed without calibration images.
+        ValueError: a mode the XNNPACK path does not have.
+    """
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if mode == "dynamic":
+        prepared = prepare_pt2e(graph_module, XNNPACKQuantizer().set_global(cal.dynamic_config()))
+        with torch.no_grad():
+            prepared(ctx.example_input())
+        return Quantized(convert_pt2e(prepared), METHODS["dynamic"])
+    if mode not in ("static", "mixed"):
+        raise ValueError(f"ExecuTorch has no INT8 mode {mode!r}")
+    config = ctx.config
+    observer = config.calibration_observer
+    ctx.calibration_batches()  # raises before any work when no calibration data was given
+    images = _calibration_images(ctx)
+    prepared = _calibrated(ctx, images)
+    details: dict[str, Any] = {"calibration": {"observer": observer, "images": int(images.shape[0]),
+                                               "split": config.calibration_split}}
+    ranking = _ranking(ctx, prepared, images) if (mode == "mixed" or config.sensitivity) else None
+    if ranking is not None:
+        details["sensitivity"] = {"measured_on": "calibration images", "images": int(images.shape[0]),
+                                  "ranked": [r.to_dict() for r in ranking]}
+    fp32_groups: tuple[str, ...] = ()
+    if mode == "mixed":
+        assert ranking is not None
+        selection = sens.select_fp32_groups(ctx.model, prepared, images, ranking,
+                                            target_agreement=config.target_agreement,
+                                            max_fp32_layer_share=config.max_fp32_layer_share,
+                                            max_fp32_weight_share=config.max_fp32_weight_share)
+        fp32_groups = selection.fp32_groups
+        fp32_bytes = sum(cal.group_weight_bytes(ctx.model, list(fp32_groups)).values())
+        details["mixed"] = {
+            **selection.to_dict(),
+            "fp32_weight_bytes": fp32_bytes,
+            # FP32 weights take 4 bytes per value where INT8 takes 1 (scales aside): the extra file size
+            "size_cost_bytes_estimate": fp32_bytes - fp32_bytes // 4,
+        }
+        if not selection.target_met:
+            log.warning("mixed INT8: agreement %.3f on the calibration images is below the target %.3f (%s)",
+                        selection.reached_agreement, selection.target_agreement, selection.stopped_because)
+    converted = cal.convert(prepared, fp32_groups=fp32_groups)
+    method = METHODS[mode].format(observer=observer, images=int(images.shape[0]),
+                                  fp32_groups=", ".join(fp32_groups) or "none needed")
+    return Quantized(converted, method, details)
+
+
+def _calibration_images(ctx: ExportContext) -> np.ndarray:
+    assert ctx.calibration is not None
+    return ctx.calibration.images
+
+
+def _calibrated(ctx: ExportContext, images: np.ndarray):
+    """The calibrated (prepared) model, shared by the static and mixed artifacts of one export."""
+    if _CALIBRATED_KEY not in ctx.cache:
+        ctx.cache[_CALIBRATED_KEY] = cal.calibrate(ctx.model, images, observer=ctx.config.calibration_observer)
+    return ctx.cache[_CALIBRATED_KEY]
+
+
+def _ranking(ctx: ExportContext, prepared, images: np.ndarray) -> list[sens.GroupSensitivity]:
+    if _SENSITIVITY_KEY not in ctx.cache:
+        ctx.cache[_SENSITIVITY_KEY] = sens.analyse_sensitivity(ctx.model, prepared, images)
+    return ctx.cache[_SENSITIVITY_KEY]

@@ -1,0 +1,94 @@
+"""Static INT8 calibration: observers, layer groups, FP32 groups left in floating point (timm test_efficientnet)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export import calibration as cal
+from export.config import ExportConfig
+from export.errors import ExportConfigError
+from export.quant_report import count_pt2e_graph
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import torch
+
+    from training.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("test_efficientnet", num_classes=7).eval()
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_model):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(8, 3, 64, 64)).astype(np.float32)
+    return images, cal.calibrate(tiny_model, images, observer="histogram")
+
+
+def test_layer_groups_are_blocks_stem_head_and_classifier():
+    from training.models import create_model
+
+    b0 = create_model("efficientnet_b0", num_classes=7)
+    groups = cal.layer_groups(b0)
+    assert groups[0] == "conv_stem" and groups[-2:] == ["conv_head", "classifier"]
+    assert len(groups) == 19 and "blocks.5.3" in groups  # 16 MBConv blocks of B0
+    layers = cal.group_layers(b0, groups)
+    assert sum(len(v) for v in layers.values()) == 82  # every conv/linear of B0, each in exactly one group
+    assert layers["blocks.1.0"] == ["blocks.1.0.conv_pw", "blocks.1.0.conv_dw", "blocks.1.0.se.conv_reduce",
+                                    "blocks.1.0.se.conv_expand", "blocks.1.0.conv_pwl"]
+    assert cal.group_weight_bytes(b0, ["classifier"]) == {"classifier": 1280 * 7 * 4}
+
+
+def test_percentile_observer_ignores_rare_outliers_that_stretch_minmax():
+    import torch
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    x = torch.linspace(-1.0, 1.0, 100_001)
+    x[7] = 50.0  # one extreme activation in 100k
+    percentile = cal.percentile_observer_class()()
+    minmax = MinMaxObserver()
+    for batch in (x, x * 0.5):
+        percentile(batch)
+        minmax(batch)
+    assert float(minmax.max_val) == pytest.approx(50.0)
+    # the mean of the two batches' 99.99th percentiles (~1.0 and ~0.5), not the outlier
+    assert 0.7 < float(percentile.max_val) < 0.8
+    assert -0.8 < float(percentile.min_val) < -0.7
+
+
+@pytest.mark.parametrize("observer", cal.OBSERVERS)
+def test_every_observer_calibrates_and_converts(tiny_model, observer):
+    images = np.random.default_rng(1).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    converted = cal.convert(cal.calibrate(tiny_model, images, observer=observer, batch_size=2))
+    report = count_pt2e_graph(converted, method=observer)
+    assert report.layers_quantized == report.layers_total == 18
+    import torch
+
+    with torch.no_grad():
+        eager = tiny_model(torch.from_numpy(images)).numpy()
+    assert np.abs(cal.run_graph(converted, images) - eager).max() < 0.05
+
+
+def test_fp32_groups_keep_float_weights_and_only_groups_quantize_just_those(tiny_model, calibrated):
+    _, prepared = calibrated
+    head_fp32 = count_pt2e_graph(cal.convert(prepared, fp32_groups=["conv_head", "classifier"]), method="m")
+    assert (head_fp32.layers_quantized, head_fp32.layers_total) == (16, 18)
+    assert head_fp32.by_kind["linear"] == (0, 1)
+    only = count_pt2e_graph(cal.convert(prepared, only_groups=["blocks.3.0"]), method="m")
+    assert only.layers_quantized == len(cal.group_layers(tiny_model, ["blocks.3.0"])["blocks.3.0"]) == 5
+    # converting copies: the calibrated model still converts fully afterwards
+    assert count_pt2e_graph(cal.convert(prepared), method="m").layers_quantized == 18
+    with pytest.raises(ValueError):
+        cal.convert(prepared, fp32_groups=["conv_head"], only_groups=["classifier"])
+
+
+def test_export_config_checks_observer_and_targets():
+    with pytest.raises(ExportConfigError, match="calibration_observer"):
+        ExportConfig(calibration_observer="mse")
+    with pytest.raises(ExportConfigError, match="target_agreement"):
+        ExportConfig(target_agreement=1.5)
+    assert ExportConfig(int8_modes=("mixed",), calibration_data=None).needs_calibration
+    assert ExportConfig().to_dict()["calibration_observer"] == "histogram"

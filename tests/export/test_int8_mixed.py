@@ -1,0 +1,102 @@
+"""Sensitivity ranking and mixed precision: pure parts, the search on a real model, and the export of a mixed .pte."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export import calibration as cal
+from export import sensitivity as sens
+
+
+def test_divergence_of_identical_and_flipped_logits():
+    a = np.array([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]])
+    assert sens.divergence(a, a) == (1.0, pytest.approx(0.0, abs=1e-12), 0.0)
+    flipped = a[:, ::-1].copy()
+    agreement, kl, mad = sens.divergence(a, flipped)
+    assert agreement == 0.5  # row 2 is symmetric, row 1 changes its answer
+    assert kl > 0.5 and mad == pytest.approx(np.abs(a - flipped).mean())
+
+
+def test_rank_puts_lowest_agreement_then_highest_divergence_first():
+    def g(name, agreement, kl):
+        return sens.GroupSensitivity(group=name, layers=1, weight_bytes_fp32=4, top1_agreement=agreement,
+                                     kl_divergence=kl, mean_abs_diff=kl)
+
+    ranked = sens.rank([g("a", 1.0, 0.3), g("b", 0.9, 0.1), g("c", 1.0, 0.5), g("d", 0.9, 0.2)])
+    assert [r.group for r in ranked] == ["d", "b", "c", "a"]
+
+
+@pytest.fixture(scope="module")
+def model_and_calibration():
+    import torch
+
+    from training.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", num_classes=7).eval()
+    images = np.random.default_rng(0).normal(size=(8, 3, 64, 64)).astype(np.float32)
+    return model, images, cal.calibrate(model, images, observer="minmax")
+
+
+def test_sensitivity_covers_every_group_and_mixed_search_obeys_target_and_layer_limit(model_and_calibration):
+    model, images, prepared = model_and_calibration
+    seen = []
+    ranking = sens.analyse_sensitivity(model, prepared, images, on_group=seen.append)
+    assert sorted(r.group for r in ranking) == sorted(cal.layer_groups(model)) == sorted(r.group for r in seen)
+    assert ranking == sens.rank(ranking)
+    assert all(0.0 <= r.top1_agreement <= 1.0 and r.kl_divergence >= -1e-9 for r in ranking)
+
+    easy = sens.select_fp32_groups(model, prepared, images, ranking, target_agreement=0.0)
+    assert easy.fp32_groups == () and easy.target_met and easy.stopped_because == "target met"
+
+    # an unreachable target with room for 3 of 18 layers: only 1-layer groups fit, most sensitive first
+    capped = sens.select_fp32_groups(model, prepared, images, ranking, target_agreement=1.01,
+                                     max_fp32_layer_share=3 / 18, max_fp32_weight_share=1.0)
+    layers = cal.group_layers(model, cal.layer_groups(model))
+    assert not capped.target_met and "limit" in capped.stopped_because
+    assert sum(len(layers[g]) for g in capped.fp32_groups) <= 3
+    order = [r.group for r in ranking if len(layers[r.group]) == 1]
+    assert list(capped.fp32_groups) == order[:len(capped.fp32_groups)]
+    assert len(capped.steps) == len(capped.fp32_groups) + 1
+    assert capped.fp32_layers == tuple(n for g in capped.fp32_groups for n in layers[g])
+
+    # a weight-byte budget of 1% of the weights admits only the small groups
+    weights = cal.group_weight_bytes(model, cal.layer_groups(model))
+    small = sens.select_fp32_groups(model, prepared, images, ranking, target_agreement=1.01,
+                                    max_fp32_layer_share=1.0, max_fp32_weight_share=0.01)
+    assert sum(weights[g] for g in small.fp32_groups) <= 0.01 * sum(weights.values())
+    assert "weight bytes" in small.stopped_because
+
+
+def test_export_mixed_records_fp32_layers_calibration_and_sensitivity(tmp_path, tiny_checkpoint, tiny_sample):
+    from export.config import ExportConfig
+    from export.manifest import load_manifest
+    from export.pipeline import export_all
+
+    config = ExportConfig(formats=("executorch",), precisions=("fp32", "int8"), int8_modes=("static", "mixed"),
+                          calibration_data=tiny_sample["rafdb"], calibration_images=8, calibration_observer="percentile",
+                          eval_data=tiny_sample["rafdb"], eval_images=8, target_agreement=1.0,
+                          max_fp32_layer_share=0.2, max_fp32_weight_share=1.0, sensitivity=True)
+    manifest = export_all(tiny_checkpoint, tmp_path / "out", config)
+    assert not manifest.failures, manifest.failures
+    by_mode = {a.mode: a for a in manifest.artifacts}
+    static, mixed = by_mode["static"], by_mode["mixed"]
+    assert mixed.path.name == "test_efficientnet_executorch_int8-mixed.pte" and mixed.parity is not None
+    for artifact in (static, mixed):
+        assert artifact.details["calibration"] == {"observer": "percentile", "images": 8, "split": "train"}
+        assert len(artifact.details["sensitivity"]["ranked"]) == 8
+    info = mixed.details["mixed"]
+    assert info["target_met"] == (info["reached_agreement"] >= 1.0)
+    assert info["stopped_because"] == "target met" if info["target_met"] else "limit" in info["stopped_because"]
+    q = mixed.quantization
+    # what the manifest says stayed FP32 is what the lowered graph holds, within the 20% layer limit
+    assert q.layers_total - q.layers_quantized == len(info["fp32_layers"]) <= 3
+    assert len(info["steps"]) == len(info["fp32_groups"]) + 1
+    assert "kept FP32" in q.method and "percentile" in q.method
+    assert static.quantization.layers_quantized == static.quantization.layers_total
+    assert info["size_cost_bytes_estimate"] == info["fp32_weight_bytes"] - info["fp32_weight_bytes"] // 4
+    # the manifest (schema: mode "mixed", free-form details) loads back with every file checked
+    loaded = load_manifest(manifest.path, verify_files=True)
+    assert loaded.config["calibration_observer"] == "percentile" and loaded.config["calibration_images"] == 8
+    assert {a.mode for a in loaded.artifacts} == {None, "static", "mixed"}
