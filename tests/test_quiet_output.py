@@ -28,13 +28,20 @@ def manifest(tmp_path_factory, tiny_sample) -> Path:
     return build_tiny_export(tmp_path_factory.getbasetemp() / "tiny_export", tiny_sample)
 
 
+def _user_env() -> dict[str, str]:
+    # the warning filters a user's shell has: Python's defaults (FutureWarning shown, DeprecationWarning
+    # only from __main__)
+    return {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+
+
 def _latency(manifest: Path, *verbose: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "default"}  # every warning Python would show a user, once
+    env = _user_env()
     return subprocess.run([sys.executable, "-m", "emobench", *verbose, "latency", str(manifest), "--runs", "1",
                            "--warmup", "0", "--threads", "1", "--target", "host-cpu"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_latency_run_prints_no_third_party_noise_and_v_shows_it(manifest):
     result = _latency(manifest)
     assert result.returncode == 0, result.stderr
@@ -45,6 +52,24 @@ def test_latency_run_prints_no_third_party_noise_and_v_shows_it(manifest):
     assert verbose.returncode == 0, verbose.stderr
     for noise in NOISE:
         assert noise in verbose.stderr, f"-v should show {noise!r}:\n{verbose.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_export_prints_no_third_party_noise(tmp_path, tiny_sample):
+    """`emobench export` (torch.export, torchao's quantizer, XNNPACK lowering, TorchScript tracing, verification)."""
+    from tests.export.conftest import make_tiny_checkpoint
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "checkpoint.pt", image_size=32)
+    result = subprocess.run(
+        [sys.executable, "-m", "emobench", "export", str(checkpoint), "--out", str(tmp_path / "export"),
+         "--formats", "executorch,torchscript", "--precisions", "fp32,int8", "--int8-mode", "dynamic",
+         "--eval-data", str(tiny_sample["rafdb"]), "--eval-images", "4"],
+        cwd=ROOT, env=_user_env(), capture_output=True, text=True, timeout=600,
+        check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "export" / "manifest.json").is_file()
+    for noise in (*NOISE, "Warning:", "W1"):  # no Python warning line, no torch log line (W<date> ...)
+        assert noise not in result.stderr, f"{noise!r} reached stderr:\n{result.stderr}"
 
 
 def test_native_filter_keeps_every_other_line(capfd):
