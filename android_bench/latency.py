@@ -63,8 +63,13 @@ class LatencyRow:
         return asdict(self)
 
 
-def _latency_plan(manifest: Path, targets: Sequence[str], *, runs: int, warmup: int, threads: int | None,
-                  affinity: str | None, include_eager: bool) -> AblationPlan:
+def latency_plan(manifest: Path, targets: Sequence[str], *, runs: int, warmup: int, threads: int | None,
+                 affinity: str | None, include_eager: bool) -> AblationPlan:
+    """A one-experiment plan over every model of ``manifest``: one seeded synthetic batch, N timed runs.
+
+    Raises:
+        PlanError: a bad setting or manifest.
+    """
     if runs < 1 or warmup < 0:
         raise PlanError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     mv = read_manifest(manifest, verify=True)
@@ -95,7 +100,7 @@ def measure_latency(manifest: str | Path, targets: Sequence[str] = ("host-cpu",)
     Raises:
         PlanError: a bad manifest or setting; TargetError: an unreachable or unusable target.
     """
-    plan = _latency_plan(Path(manifest), targets, runs=runs, warmup=warmup, threads=threads, affinity=affinity,
+    plan = latency_plan(Path(manifest), targets, runs=runs, warmup=warmup, threads=threads, affinity=affinity,
                          include_eager=include_eager)
     rows: list[LatencyRow] = []
     with tempfile.TemporaryDirectory(prefix="emobench-latency-") as tmp:

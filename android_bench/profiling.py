@@ -404,11 +404,11 @@ def profile_manifest(manifest: str | Path, targets: Sequence[str], store: Any, *
     Raises:
         PlanError: a bad manifest or setting; TargetError: an unusable target.
     """
-    from android_bench.latency import _latency_plan
+    from android_bench.latency import latency_plan
     from device_results.store import ArtifactRecord, new_run_id
 
-    plan = _latency_plan(Path(manifest), targets, runs=runs, warmup=warmup, threads=threads, affinity=affinity,
-                         include_eager=False)
+    plan = latency_plan(Path(manifest), targets, runs=runs, warmup=warmup, threads=threads, affinity=affinity,
+                        include_eager=False)
     run_id = new_run_id()
     arts = [ArtifactRecord(model_key=m.key, format=m.format, precision=m.precision,
                            quantization=m.mode or "none", path=m.path, size_bytes=m.size_bytes, sha256=m.sha256)
