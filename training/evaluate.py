@@ -61,7 +61,7 @@ def evaluate_checkpoint(
     from training.loaders import DatasetView, stratified_indices
     from training.metrics import classification_metrics
     from training.runs import latest_checkpoint, write_evaluation
-    from training.transforms import EvalTransform
+    from training.transforms import create_eval_transform
 
     path = Path(checkpoint_path)
     if path.is_dir():
@@ -76,7 +76,7 @@ def evaluate_checkpoint(
     indices = list(range(len(dataset)))
     if limit_images:
         indices = stratified_indices(dataset.targets, limit_images, 0)
-    view = DatasetView(dataset, indices, EvalTransform(image_size=ckpt.image_size, mean=ckpt.mean, std=ckpt.std))
+    view = DatasetView(dataset, indices, create_eval_transform(ckpt.input_spec))  # the checkpoint's input contract
     loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=workers)
     y_true, y_pred, loss = run_inference(model, loader, dev)
     metrics = classification_metrics(y_true, y_pred, ckpt.class_names)
