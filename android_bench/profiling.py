@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # The operator kinds the report compares between FP32 and INT8, in display order.
 OPERATOR_KINDS: tuple[str, ...] = ("convolution", "depthwise convolution", "activation", "SE multiply",
-                                   "fully connected", "quantize/convert", "pooling/mean", "add",
+                                   "fully connected / 1x1 conv", "quantize/convert", "pooling/mean", "add",
                                    "layout (transpose/copy/reshape)", "other")
 _CONTAINER_EVENTS = {"DELEGATE_CALL", "Method::execute", "OPERATOR_CALL"}
 _INSTANCE = re.compile(r"\s*#\d+$")
@@ -49,6 +49,8 @@ def operator_kind(name: str) -> str:
 
     ``SE multiply`` is XNNPACK's ``Multiply``: in EfficientNet it carries the squeeze-excitation
     scaling and the product of SiLU (``x * sigmoid(x)``), which XNNPACK runs as one more multiply.
+    ``fully connected / 1x1 conv`` is XNNPACK's ``Fully Connected``: it runs every 1x1 (pointwise)
+    convolution as one, besides the SE layers and the classifier (65 calls in EfficientNet-B0).
     """
     n = name.lower()
     if any(k in n for k in ("convert", "quantize", "dequantize", "choose_qparams")):
@@ -58,7 +60,7 @@ def operator_kind(name: str) -> str:
     if "convolution" in n or re.search(r"\bconv", n):
         return "convolution"
     if "fully connected" in n or "linear" in n or "addmm" in n or n.startswith("native_call_mm"):
-        return "fully connected"
+        return "fully connected / 1x1 conv"
     if any(k in n for k in ("sigmoid", "swish", "silu", "clamp", "relu", "hardswish", "tanh", "gelu", "elu")):
         return "activation"
     if "multiply" in n or re.search(r"\bmul\b|native_call_mul", n):

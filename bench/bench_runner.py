@@ -12,7 +12,8 @@ alternately, with a 95% percentile-bootstrap interval over the rounds; "met" is 
 - profile coverage: per execution, the summed operator times of the ETDump / ``Method::execute``,
   read with ExecuTorch's Inspector; the median over executions; target >= 0.9.
 
-``--quick`` uses a tiny model and sets no targets (its microsecond operators leave coverage low).
+``--quick`` (the test suite's smoke run) uses a tiny model, FP32 only, and sets no targets (its
+microsecond operators leave coverage low).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bench.harness import (
 )
 
 
-def _export(arch: str, size: int, folder: Path) -> dict[str, Path]:
+def _export(arch: str, size: int, folder: Path, *, with_int8: bool = True) -> dict[str, Path]:
     import timm
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -54,7 +55,7 @@ def _export(arch: str, size: int, folder: Path) -> dict[str, Path]:
             get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)))
         prepared(x)
         int8 = torch.export.export(convert_pt2e(prepared), (x,), strict=False)
-    for name, program in (("fp32", fp32), ("int8-dynamic", int8)):
+    for name, program in (("fp32", fp32), ("int8-dynamic", int8))[: 2 if with_int8 else 1]:
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], generate_etrecord=True)
         et = edge.to_executorch()
         (folder / f"{name}.pte").write_bytes(et.buffer)
@@ -83,11 +84,11 @@ def run(*, quick: bool) -> list[Figure]:
     from android_bench.virtual import VirtualDevice
 
     arch, size = ("test_efficientnet", 64) if quick else ("efficientnet_b0", 224)
-    rounds, executions = (3, 5) if quick else (25, 10)
+    rounds, executions = (2, 3) if quick else (25, 10)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp_name:
         tmp = Path(tmp_name)
-        files = _export(arch, size, tmp)
+        files = _export(arch, size, tmp, with_int8=not quick)
         runner = build_runner(tmp / "runner-cache")
         what = f"{arch} {size}x{size} FP32, batch 1, 1 thread, {executions} executions per call"
 
@@ -134,7 +135,7 @@ def run(*, quick: bool) -> list[Figure]:
             reference_label="ETDump off ms", target_max=None if quick else 1.15, note=what))
 
         # 3. profile coverage: operator times / Method::execute, per execution, FP32 and dynamic INT8
-        for name in ("fp32", "int8-dynamic"):
+        for name in ("fp32", "int8-dynamic") if not quick else ("fp32",):
             dump = tmp / f"coverage-{name}.etdump"
             n = 15 if not quick else 10
             proc = subprocess.run([str(runner.binary), "--model_path", str(files[name]), "--inputs",

@@ -24,7 +24,7 @@ from device_results.report.views import ReportData
 from device_results.store.profiles import ProfileRecord, read_profiles
 from emobench_common.fileio import atomic_write_bytes
 
-KIND_ORDER = ("convolution", "depthwise convolution", "activation", "SE multiply", "fully connected",
+KIND_ORDER = ("convolution", "depthwise convolution", "activation", "SE multiply", "fully connected / 1x1 conv",
               "quantize/convert", "pooling/mean", "add", "layout (transpose/copy/reshape)", "other")
 TOP_N = 8
 CHART = "where_the_time_goes.png"
@@ -100,7 +100,8 @@ def profile_tables(data: ReportData, profiles: Sequence[ProfileRecord]) -> list[
                      "p90_ms", "share"),
         raw_rows=tuple(top_raw),
         note="calls = instances per execution; median/p90 over runs of their summed time. The CSV holds every "
-             "operator. 'SE multiply' is XNNPACK's Multiply: squeeze-excitation scaling and SiLU's x*sigmoid(x)."))
+             "operator. 'SE multiply' is XNNPACK's Multiply: squeeze-excitation scaling and SiLU's x*sigmoid(x); "
+             "XNNPACK runs every 1x1 (pointwise) convolution as a Fully Connected operator."))
     kinds = kind_totals(profiles)
     kind_rows, kind_raw = [], []
     for target_id, fp32_key, int8_key in fp32_int8_pairs(profiles):

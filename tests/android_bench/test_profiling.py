@@ -32,7 +32,7 @@ def _has_etrecord(manifest: Path, key_precision: str) -> bool:
 @pytest.mark.parametrize("name,kind", [
     ("Convolution (NHWC, F32) IGEMM", "convolution"), ("Convolution (NHWC, QD8, F32, QC8W) IGEMM", "convolution"),
     ("Convolution (NHWC, F32) DWConv", "depthwise convolution"), ("Sigmoid (NC)", "activation"),
-    ("Multiply (ND)", "SE multiply"), ("Fully Connected (NC, F32) GEMM", "fully connected"),
+    ("Multiply (ND)", "SE multiply"), ("Fully Connected (NC, F32) GEMM", "fully connected / 1x1 conv"),
     ("Convert (NC, F32, QD8)", "quantize/convert"), ("Mean (ND) Reduce2", "pooling/mean"),
     ("Transpose (ND, X32)", "layout (transpose/copy/reshape)"), ("native_call_add.out", "add"),
 ])
@@ -57,7 +57,7 @@ def test_profile_host_cpu_and_the_virtual_devices_native_runner(tmp_path, manife
         assert r.runs == 4 and r.execute_median_ms > 0
         assert 0.2 < r.coverage <= 1.05, (r.target_id, r.model_key, r.coverage)
         kinds = {o.kind for o in r.operators}
-        assert "convolution" in kinds and "depthwise convolution" in kinds and "fully connected" in kinds
+        assert "convolution" in kinds and "depthwise convolution" in kinds and "fully connected / 1x1 conv" in kinds
         assert all(o.delegated and o.backend == "XnnpackBackend" for o in r.operators if "NHWC" in o.operator)
         for o in r.operators:
             assert 0 <= o.share <= 1 and o.share == pytest.approx(o.median_ms / r.execute_median_ms)
