@@ -153,6 +153,12 @@ def run_native(host_binary: Path, device_path: str, argv: list[str], ctx: Ctx) -
     if refusal is not None:
         ctx.err(f"{SH}: {device_path}: {refusal}")
         return 126
+    # The device's fault plan acts on a runner process as on the stand-in (FaultPlan.runner_fault):
+    # counted per runner call, so a test can let N calls through before the fault hits.
+    fault = ctx.state.runner_fault_now() if _is_runner_call(argv) else None
+    if fault == "hang":  # it never returns: nothing starts, the shell holds until the connection closes
+        ctx.cancel.wait()
+        raise Cancelled()
     bwrap = bwrap_path()
     private_cwd: tempfile.TemporaryDirectory | None = None
     try:
@@ -171,13 +177,18 @@ def run_native(host_binary: Path, device_path: str, argv: list[str], ctx: Ctx) -
             else:  # "/" and the synthetic tree: an empty private folder, never a host folder
                 private_cwd = tempfile.TemporaryDirectory(prefix="emobench-vdev-cwd-")
                 host_cwd = private_cwd.name
-        return _supervise(command, host_cwd, ctx, argv0=os.path.basename(device_path))
+        return _supervise(command, host_cwd, ctx, argv0=os.path.basename(device_path), crash=fault == "crash")
     finally:
         if private_cwd is not None:
             private_cwd.cleanup()
 
 
-def _supervise(command: list[str], cwd: str, ctx: Ctx, *, argv0: str) -> int:
+def _is_runner_call(argv: list[str]) -> bool:
+    """An ``executor_runner``-style command line (it names a model): the calls a runner fault counts."""
+    return any(arg == "--model_path" or arg.startswith("--model_path=") for arg in argv[1:])
+
+
+def _supervise(command: list[str], cwd: str, ctx: Ctx, *, argv0: str, crash: bool = False) -> int:
     cpus = _cpu_mask(ctx)
     device_cpus = ctx.state.cpu_set  # a device pinned with --cpus: its processes never leave that set (H6)
     if device_cpus is not None:
@@ -205,6 +216,9 @@ def _supervise(command: list[str], cwd: str, ctx: Ctx, *, argv0: str) -> int:
              for i, (stream, sink) in enumerate(((proc.stdout, ctx.stdout), (proc.stderr, ctx.stderr)))]
     for pump in pumps:
         pump.start()
+    if crash:  # a native crash: the real process dies by SIGSEGV (bwrap's child dies with its parent)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGSEGV)
     cancelled = False
     while True:
         try:
