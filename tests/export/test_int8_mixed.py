@@ -100,3 +100,25 @@ def test_export_mixed_records_fp32_layers_calibration_and_sensitivity(tmp_path, 
     loaded = load_manifest(manifest.path, verify_files=True)
     assert loaded.config["calibration_observer"] == "percentile" and loaded.config["calibration_images"] == 8
     assert {a.mode for a in loaded.artifacts} == {None, "static", "mixed"}
+
+
+def test_export_command_mixed_with_sensitivity_prints_the_ranking(tmp_path, tiny_checkpoint, tiny_sample):
+    from click.testing import CliRunner
+
+    from emobench import cli
+    from export.manifest import load_manifest
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "export", str(tiny_checkpoint), "--out", str(out), "--formats", "executorch", "--precisions", "int8",
+        "--int8-mode", "mixed", "--calibration-data", str(tiny_sample["rafdb"]), "--calibration-images", "4",
+        "--calibration-observer", "minmax", "--eval-images", "4", "--sensitivity", "--target-agreement", "0.5",
+    ])
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(out, verify_files=True)
+    (mixed,) = manifest.artifacts
+    assert mixed.mode == "mixed" and mixed.details["calibration"]["observer"] == "minmax"
+    assert manifest.config["target_agreement"] == 0.5
+    assert "quantization sensitivity" in result.output and "conv_stem" in result.output
+    assert f"agreement on the calibration images {100 * mixed.details['mixed']['reached_agreement']:.1f}%" \
+        in " ".join(result.output.split())
