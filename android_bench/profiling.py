@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from device_results.store.profiles import OperatorRow
 from emobench_common.errors import EmobenchError
 
 log = logging.getLogger(__name__)
@@ -74,21 +75,6 @@ def operator_kind(name: str) -> str:
     return "other"
 
 
-@dataclass(frozen=True)
-class OperatorTime:
-    """One operator (all instances of one name) in one program's profile."""
-
-    operator: str
-    kind: str
-    backend: str
-    delegated: bool
-    calls: int
-    median_ms: float
-    p90_ms: float
-    share: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -99,7 +85,7 @@ class ModelProfile:
     execute_median_ms: float
     profiled_median_ms: float
     coverage: float
-    operators: tuple[OperatorTime, ...]
+    operators: tuple[OperatorRow, ...]
     etrecord_used: bool
     status: str = "ok"
     message: str = ""
@@ -107,7 +93,7 @@ class ModelProfile:
     coverage_per_run: tuple[float, ...] = field(default_factory=tuple)
     execute_ms_per_run: tuple[float, ...] = field(default_factory=tuple)
 
-    def top(self, n: int = 10) -> tuple[OperatorTime, ...]:
+    def top(self, n: int = 10) -> tuple[OperatorRow, ...]:
         return tuple(sorted(self.operators, key=lambda o: -o.median_ms)[:n])
 
 
@@ -179,7 +165,7 @@ def analyse_etdump(etdump: str | Path, *, etrecord: str | Path | None = None, wa
         totals = np.sum(instances, axis=0)
         per_run_total += totals
         median = float(np.median(totals))
-        operators.append(OperatorTime(operator=name, kind=operator_kind(name), backend=backend, delegated=delegated,
+        operators.append(OperatorRow(operator=name, kind=operator_kind(name), backend=backend, delegated=delegated,
                                       calls=len(instances), median_ms=median,
                                       p90_ms=float(np.percentile(totals, 90)),
                                       share=median / method_median if method_median > 0 else 0.0))
@@ -269,15 +255,14 @@ def _programs(manifest: Path) -> list[_Program]:
 
 def _to_record(target_id: str, key: str, profile: ModelProfile, *, runner: str, runner_sha256: str = "",
                etdump_path: str | None = None):
-    from device_results.store.profiles import OperatorRow, ProfileRecord
+    from device_results.store.profiles import ProfileRecord
 
     return ProfileRecord(
         target_id=target_id, model_key=key, status=profile.status, runs=profile.runs, runner=runner,
         execute_median_ms=profile.execute_median_ms, profiled_median_ms=profile.profiled_median_ms,
         coverage=profile.coverage, runner_sha256=runner_sha256, etrecord_used=profile.etrecord_used,
         etdump_path=etdump_path, message=profile.message,
-        operators=tuple(OperatorRow(o.operator, o.kind, o.backend, o.delegated, o.calls, o.median_ms, o.p90_ms,
-                                    o.share) for o in profile.operators))
+        operators=profile.operators)
 
 
 def _failed_record(target_id: str, key: str, message: str, runner: str):
