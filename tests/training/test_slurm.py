@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,50 +20,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import require_tool
+from tests.slurm_cluster import jobcomp, local_slurm, wait_until
 from training.checkpoint import load_checkpoint, load_checkpoint_dict
 from training.models import PHASE1_ARCHS
 from training.select import select_best
 
 REPO = Path(__file__).resolve().parents[2]
-CLUSTER = REPO / "scripts" / "slurm" / "local-cluster.sh"
 PHASE1_SCRIPT = REPO / "training" / "slurm" / "train.emotion_phase1.slurm"
 PHASE2_SCRIPT = REPO / "training" / "slurm" / "train.emotion_phase2.slurm"
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """One cluster for every test of this module; yields its slurm.conf (jobcomp.txt lies next to it)."""
-    for tool in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel"):
-        require_tool(tool)
-    state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SLURM_CPUS": "2", "SLURMCTLD_PORT": str(_free_port()), "SLURMD_PORT": str(_free_port())}
-    try:
-        started = subprocess.run(["bash", str(CLUSTER), "start", str(state)], env=env, capture_output=True,
-                                 text=True, timeout=60)
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield state / "slurm.conf"
-    finally:
-        subprocess.run(["bash", str(CLUSTER), "stop", str(state)], env=env, capture_output=True, timeout=60)
-        for name in ("slurmd", "slurmctld", "munged"):  # belt and braces: nothing may outlive the tests
-            pid_file = state / f"{name}.pid"
-            if pid_file.is_file() and pid_file.read_text().strip().isdigit():
-                try:
-                    os.kill(int(pid_file.read_text().strip()), 9)
-                except ProcessLookupError:
-                    pass
-
-
-def _jobcomp(conf: Path) -> str:
-    path = conf.parent / "jobcomp.txt"
-    return path.read_text() if path.is_file() else ""
+    with local_slurm(tmp_path_factory.mktemp("slurm")) as conf:
+        yield conf
 
 
 def _job_env(conf: Path, data_dir: Path, out: Path, **extra: str) -> dict[str, str]:
@@ -90,20 +61,12 @@ def _job_field(job_id: str, env: dict[str, str], field: str) -> str:
     return match.group(1) if match else ""
 
 
-def _wait_until(predicate, timeout_s: float, what: str, details=lambda: "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{details()}")
-        time.sleep(0.2)
-
-
 def test_phase1_array_trains_all_five_and_selects(slurm_cluster, tiny_sample, tmp_path):
     out = tmp_path / "runs"
     # Tiny settings: 1 epoch at 32 px on 12 images, no pretrained weights (no internet here).
     env = _job_env(slurm_cluster, tiny_sample["fer2013"], out, GPUS_PER_TASK="0", EPOCHS="1",
                    LIMIT_TRAIN_IMAGES="12", EXTRA_ARGS="--set limit_eval_images=12 --set tensorboard=false --batch-size 6")
-    jobcomp_before = len(_jobcomp(slurm_cluster))
+    jobcomp_before = len(jobcomp(slurm_cluster))
     job_id = _submit(PHASE1_SCRIPT, env, tmp_path)
 
     deadline = time.monotonic() + 170
@@ -116,9 +79,9 @@ def test_phase1_array_trains_all_five_and_selects(slurm_cluster, tiny_sample, tm
     log_text = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in logs)
     assert not queued.strip(), f"array job still queued/running after the deadline\n{log_text}"
 
-    jobcomp = _jobcomp(slurm_cluster)[jobcomp_before:]
-    states = re.findall(r"JobState=(\w+).*?ExitCode=(\d+:\d+)", jobcomp)
-    assert len(states) == 5 and all(s == ("COMPLETED", "0:0") for s in states), f"{jobcomp}\n{log_text}"
+    finished = jobcomp(slurm_cluster)[jobcomp_before:]
+    states = re.findall(r"JobState=(\w+).*?ExitCode=(\d+:\d+)", finished)
+    assert len(states) == 5 and all(s == ("COMPLETED", "0:0") for s in states), f"{finished}\n{log_text}"
     assert len(logs) == 5  # one log per array task
     runs = sorted((out / "phase1").glob(f"slurm{job_id}-*"))
     assert sorted(r.name.split("-", 1)[1] for r in runs) == sorted(PHASE1_ARCHS)
@@ -145,7 +108,7 @@ def test_phase2_preempted_by_warning_signal_requeues_and_resumes(slurm_cluster, 
          "--run-name", "ref", "--epochs", str(epochs), "--image-size", "32", "--workers", "0", "--no-pretrained",
          *extra.split()], env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
-    jobcomp_before = len(_jobcomp(slurm_cluster))
+    jobcomp_before = len(jobcomp(slurm_cluster))
     job_id = _submit(PHASE2_SCRIPT, env, tmp_path)
     run_dir = out / "phase2" / f"slurm{job_id}-test_efficientnet"
     log_path = out / "logs" / f"phase2-{job_id}.log"
@@ -154,14 +117,14 @@ def test_phase2_preempted_by_warning_signal_requeues_and_resumes(slurm_cluster, 
         return log_path.read_text() if log_path.is_file() else "(no log yet)"
 
     # 1. Running, with a finished epoch on disk.
-    _wait_until(lambda: _job_field(job_id, env, "JobState") == "RUNNING" and (run_dir / "last.pt").is_file(),
+    wait_until(lambda: _job_field(job_id, env, "JobState") == "RUNNING" and (run_dir / "last.pt").is_file(),
                 60, "the job to run and write last.pt", log_text)
     # 2. The warning the way Slurm sends it for --signal=B:USR1@120: to the batch shell only.
     signalled = subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=env, capture_output=True,
                                text=True)
     assert signalled.returncode == 0, signalled.stderr
     # 3. Saved, exit 75, requeued (pending again, one restart counted).
-    _wait_until(lambda: _job_field(job_id, env, "Restarts") == "1" and _job_field(job_id, env, "JobState") == "PENDING",
+    wait_until(lambda: _job_field(job_id, env, "Restarts") == "1" and _job_field(job_id, env, "JobState") == "PENDING",
                 60, "the job to be requeued", log_text)
     first = log_text()
     assert "received SIGUSR1" in first, f"the batch shell did not forward the signal to the trainer\n{first}"
@@ -180,7 +143,7 @@ def test_phase2_preempted_by_warning_signal_requeues_and_resumes(slurm_cluster, 
     released = subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+3"], env=env,
                               capture_output=True, text=True)
     assert released.returncode == 0, released.stderr
-    _wait_until(lambda: _job_field(job_id, env, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"),
+    wait_until(lambda: _job_field(job_id, env, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"),
                 90, "the requeued job to end", log_text)
     assert _job_field(job_id, env, "JobState") == "COMPLETED", log_text()
 
@@ -189,7 +152,7 @@ def test_phase2_preempted_by_warning_signal_requeues_and_resumes(slurm_cluster, 
     assert f"resuming {run_dir} at epoch {stop_epoch}, step {stop_step}" in second, second
     assert "starting a new one" not in second and "finished with exit code 0" in second, second
     assert _job_field(job_id, env, "Restarts") == "1" and _job_field(job_id, env, "ExitCode") == "0:0"
-    records = re.findall(rf"JobId={job_id} .*?JobState=(\w+)", _jobcomp(slurm_cluster)[jobcomp_before:])
+    records = re.findall(rf"JobId={job_id} .*?JobState=(\w+)", jobcomp(slurm_cluster)[jobcomp_before:])
     assert records == ["PENDING", "COMPLETED"], records  # the requeued start, then the finished one
 
     # 5. One run folder, its history continuous across the restart.
