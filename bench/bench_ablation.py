@@ -26,6 +26,15 @@ from typing import Any
 from bench.harness import BenchmarkError, Figure, interval_figure, main, median_interval, ratio_figure
 
 
+def make_sample(folder: Path) -> dict:
+    """The ablation benchmarks' data: the built-in sample with 40 seen and 40 unseen images per class."""
+    from training.sample import SampleConfig, generate_sample
+
+    return generate_sample(folder, SampleConfig(seed=0, rafdb_train_per_class=4, rafdb_test_per_class=40,
+                                                fer_train_per_class=1, fer_val_per_class=1, fer_test_per_class=1,
+                                                custom_per_class=40))
+
+
 def export_sample_model(base: Path, sample: dict, *, arch: str, size: int, batch: int) -> Path:
     """Export a fresh ``arch`` model for the sample dataset under ``base``; returns the manifest path."""
     import timm
@@ -58,17 +67,13 @@ def run(*, quick: bool) -> list[Figure]:
     from android_bench.plan import PlanConfig, build_plan
     from android_bench.virtual import VirtualDevice
     from device_results.store import ResultsStore
-    from training.sample import SampleConfig, generate_sample
 
     runs = 2 if quick else 3  # measured whole runs, after one warm-up run
     arch, size, batch, experiments, warmup, repeats = (
         ("test_efficientnet", 64, 8, 4, 1, 2) if quick else ("efficientnet_b0", 112, 16, 30, 3, 5))
     with tempfile.TemporaryDirectory(prefix="bench-ablation-") as tmp:
         base = Path(tmp)
-        sample = generate_sample(base / "data", SampleConfig(seed=0, rafdb_train_per_class=4,
-                                                             rafdb_test_per_class=40, fer_train_per_class=1,
-                                                             fer_val_per_class=1, fer_test_per_class=1,
-                                                             custom_per_class=40))
+        sample = make_sample(base / "data")
         manifest = export_sample_model(base, sample, arch=arch, size=size, batch=batch)
         key = ensure_adb_key(base / "home" / ".android" / "adbkey", create=True)
         phone = os.environ.get("EMOBENCH_BENCH_PHONE", "")
@@ -153,7 +158,6 @@ def _host_figure(name: str, runs: list, note: str, *, quick: bool = False) -> Fi
                              target_max=None if quick else 1.1, note=note)
 
 
-_export = export_sample_model  # transitional: bench_fleet.py imports the old name until it switches
 
 
 if __name__ == "__main__":

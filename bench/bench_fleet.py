@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_ablation import _export
+from bench.bench_ablation import export_sample_model, make_sample
 from bench.harness import BenchmarkError, Figure, main, ratio_figure
 
 
@@ -42,7 +42,6 @@ def run(*, quick: bool) -> list[Figure]:
     from android_bench.virtual import VirtualDevice
     from device_results.merge import merge_databases
     from device_results.store import ResultsStore
-    from training.sample import SampleConfig, generate_sample
 
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -54,11 +53,8 @@ def run(*, quick: bool) -> list[Figure]:
         ("test_efficientnet", 64, 4, 4, 0, 1) if quick else ("efficientnet_b0", 112, 8, 30, 1, 3))
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         base = Path(tmp)
-        sample = generate_sample(base / "data", SampleConfig(seed=0, rafdb_train_per_class=4,
-                                                             rafdb_test_per_class=40, fer_train_per_class=1,
-                                                             fer_val_per_class=1, fer_test_per_class=1,
-                                                             custom_per_class=40))
-        manifest = _export(base, sample, arch=arch, size=size, batch=batch)
+        sample = make_sample(base / "data")
+        manifest = export_sample_model(base, sample, arch=arch, size=size, batch=batch)
         key = ensure_adb_key(base / "home" / ".android" / "adbkey", create=True)
         keys = Path(str(key) + ".pub")
         options = RunOptions(connect=lambda spec: connect(spec, adb_key=key))

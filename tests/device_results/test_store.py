@@ -210,6 +210,3 @@ def test_read_only_queries_for_tables_of_other_modules(tmp_path):
             store.query("DELETE FROM artifacts")
         assert store.counts(run_id)["artifacts"] == 2
 
-
-# Transitional: tests/reliability/test_faults.py imports the old private names until it switches.
-_cell, _result, _new_run = make_cell, make_result, new_run
