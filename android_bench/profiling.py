@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -287,8 +288,10 @@ def profile_run(store: Any, run_id: str, plan: Any, *, out_dir: Path, runs: int 
     Returns:
         The stored ``ProfileRecord`` list.
     """
+    from android_bench import fleet
     from android_bench.inputs import DTYPE, PreparedInputs
     from android_bench.runners import HostSession, open_session, support_map
+    from device_results.store import ResultsStore
     from emobench_common.fileio import atomic_write_bytes
 
     programs = _programs(Path(plan.manifest_path))
@@ -304,35 +307,59 @@ def profile_run(store: Any, run_id: str, plan: Any, *, out_dir: Path, runs: int 
                             sha256={0: hashlib.sha256(x.tobytes()).hexdigest()})
     models = [m for m in plan.models if m.format == "executorch"]
     by_key = {p.key: p for p in programs}
-    records = []
-    for target in plan.targets:
-        target_dir = out_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", target.spec)
-        session = open_session(target, plan, run_id=run_id, log_dir=target_dir / "logs", runner=runner,
-                               connect=connect)
-        try:
+    sessions: dict[str, Any] = {}
+    try:
+        # every target opened first (an unreachable one fails before anything runs), then profiled as
+        # android_bench.fleet schedules them: phones side by side, virtual devices only on disjoint CPUs
+        for target in plan.targets:
+            target_dir = out_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", target.spec)
+            sessions[target.spec] = open_session(target, plan, run_id=run_id, log_dir=target_dir / "logs",
+                                                 runner=runner, connect=connect)
             if add_targets:
-                store.add_target(run_id, session.describe(), model_support=support_map(session, models))
-            if isinstance(session, HostSession):
-                for m in models:
-                    prog = by_key[m.key]
-                    dump = target_dir / f"{m.key}.etdump"
-                    try:
-                        profile = profile_on_host(prog.path, x[: prog.batch_size].tobytes(), etrecord=prog.etrecord,
-                                                  runs=runs, warmup=warmup, keep_etdump=dump, threads=plan.threads)
-                        rec = _to_record(target.spec, m.key, profile, runner="in-process executorch.runtime",
-                                         etdump_path=str(dump))
-                    except Exception as exc:  # noqa: BLE001 - one program's failure is recorded, the rest go on
-                        rec = _failed_record(target.spec, m.key, f"{type(exc).__name__}: {exc}"[:500],
-                                             "in-process executorch.runtime")
-                    store_record(store, run_id, rec)
-                    records.append(rec)
-                continue
-            session.prepare(models, inputs)
-            records.extend(_profile_on_device(session, models, by_key, inputs, target_dir, runs=runs, warmup=warmup,
-                                              store=store, run_id=run_id))
-        finally:
+                store.add_target(run_id, sessions[target.spec].describe(),
+                                 model_support=support_map(sessions[target.spec], models))
+        schedule = fleet.plan_schedule([t.spec for t in plan.targets],
+                                       {spec: fleet.session_hardware(s) for spec, s in sessions.items()})
+        log.info("profile: %s", schedule.describe())
+
+        def profile_target(spec: str, own_store: Any) -> list:
+            session = sessions[spec]
+            target_dir = out_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", spec)
+            if not isinstance(session, HostSession):
+                session.prepare(models, inputs)
+                return _profile_on_device(session, models, by_key, inputs, target_dir, runs=runs, warmup=warmup,
+                                          store=own_store, run_id=run_id)
+            done = []
+            for m in models:
+                prog = by_key[m.key]
+                dump = target_dir / f"{m.key}.etdump"
+                try:
+                    profile = profile_on_host(prog.path, x[: prog.batch_size].tobytes(), etrecord=prog.etrecord,
+                                              runs=runs, warmup=warmup, keep_etdump=dump, threads=plan.threads)
+                    rec = _to_record(spec, m.key, profile, runner="in-process executorch.runtime",
+                                     etdump_path=str(dump))
+                except Exception as exc:  # noqa: BLE001 - one program's failure is recorded, the rest go on
+                    rec = _failed_record(spec, m.key, f"{type(exc).__name__}: {exc}"[:500],
+                                         "in-process executorch.runtime")
+                store_record(own_store, run_id, rec)
+                done.append(rec)
+            return done
+
+        def work(spec: str, stop: object) -> list:
+            if threading.current_thread() is threading.main_thread():
+                return profile_target(spec, store)
+            with ResultsStore(store.path) as own:  # a worker thread writes through its own connection
+                return profile_target(spec, own)
+
+        outcome = fleet.run_schedule(schedule, work)
+        if outcome.interrupted is not None:
+            raise outcome.interrupted
+        if outcome.failures:
+            raise next(iter(outcome.failures.values()))
+    finally:
+        for session in sessions.values():
             session.close()
-    return records
+    return [rec for target in plan.targets for rec in outcome.results[target.spec]]
 
 
 def store_record(store: Any, run_id: str, rec: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,29 @@ def test_profile_host_cpu_and_the_virtual_devices_native_runner(tmp_path, manife
     seen = check_page_in_chromium(files.html, ARTIFACT_DIR / "report-profile.png")
     assert "Where the time goes" in seen["headings"]
     assert any("Where the time goes" in i["alt"] for i in seen["images"])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two virtual devices on disjoint CPUs need two CPUs")
+def test_profile_two_pinned_devices_side_by_side(tmp_path, manifest, adb_key, native_runner, caplog):
+    """Virtual devices on disjoint CPUs are profiled by one worker each, each writing its own profiles."""
+    from android_bench.virtual import VirtualDevice
+
+    cpu_a, cpu_b = sorted(os.sched_getaffinity(0))[:2]
+    keys = Path(f"{adb_key}.pub")
+    with VirtualDevice(tmp_path / "a", authorized_keys=keys, cpus={cpu_a}) as vd_a, \
+            VirtualDevice(tmp_path / "b", authorized_keys=keys, cpus={cpu_b}) as vd_b, ResultsStore(tmp_path / "r.db") as store:
+        a, b = f"android:{vd_a.address}", f"android:{vd_b.address}"
+        with caplog.at_level(logging.INFO, logger="android_bench.profiling"):
+            run_id, records = profile_manifest(manifest, ["host-cpu", a, b], store, out_root=tmp_path / "profiles",
+                                               runs=2, warmup=0, threads=1,
+                                               connect=functools.partial(connect, adb_key=adb_key))
+        stored = read_profiles(store, run_id)
+    schedule = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("profile: "))
+    assert "host-cpu (alone)" in schedule and (f"{a} | {b}" in schedule or f"{b} | {a}" in schedule), schedule
+    assert {(r.target_id, r.model_key) for r in stored} == {
+        (t, m) for t in ("host-cpu", a, b) for m in ("executorch-fp32", "executorch-int8-dynamic")}
+    assert all(r.status == "ok" and r.runs == 2 for r in stored), [(r.target_id, r.message) for r in stored]
+    assert sorted((r.target_id, r.model_key) for r in records) == sorted((r.target_id, r.model_key) for r in stored)
 
 
 def test_a_runner_without_the_event_tracer_gives_latency_and_the_cmake_flags(tmp_path, manifest, virtual_device,
