@@ -50,7 +50,9 @@ class DeviceFS:
 
     def __init__(self, root: Path, synthetic: dict[str, Callable[[], bytes]],
                  read_only_dirs: tuple[str, ...] = ("/system", "/vendor", "/proc", "/sys", "/dev")) -> None:
-        self.root = Path(root)
+        # Absolute: a host process the device starts runs in another working directory (and bwrap
+        # binds the root by path), so a relative sandbox folder would point elsewhere there.
+        self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
         self._root_real = os.path.realpath(self.root)
         self._files = dict(synthetic)

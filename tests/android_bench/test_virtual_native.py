@@ -154,6 +154,23 @@ def test_streams_status_and_cwd_through_the_harness(probe, device, virtual_devic
         assert lines[-1] == f"arg={virtual_device.root}/bin/x,{virtual_device.root}/y"
 
 
+def test_a_device_served_from_a_relative_folder_runs_the_native_runner(native_runner, foreign_pte, adb_key,
+                                                                       confinement, tmp_path, monkeypatch):
+    """`emobench demo` serves its device from demo_out/...: a relative sandbox must work in both confinements."""
+    from android_bench.device import connect
+    from android_bench.virtual import VirtualDevice
+
+    monkeypatch.chdir(tmp_path)
+    with VirtualDevice(Path("demo_out") / "virtual-device", authorized_keys=Path(f"{adb_key}.pub")) as vd, \
+            connect(vd.address, adb_key=adb_key) as dev:
+        dev.push(native_runner.binary, f"{TMP}/executor_runner", mode=0o755)
+        dev.push(foreign_pte["pte"], f"{TMP}/net.pte")
+        run = dev.shell(f"cd {TMP} && ./executor_runner --model_path net.pte --num_executions 3 --print_output none",
+                        check=False)
+    assert run.exit_status == 0, run.stderr
+    assert _ITERATION.search(run.stderr), run.stderr
+
+
 def test_no_path_outside_the_sandbox_is_reachable(probe, device, virtual_device, confinement, tmp_path):
     _push_exec(device, probe, f"{TMP}/probe")
     outside = tmp_path / "outside.txt"
