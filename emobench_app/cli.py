@@ -155,7 +155,8 @@ def demo(out_dir: Path, devices: tuple[str, ...], fresh: bool, quick: bool, no_v
          adb_key: Path | None, runner: Path | None, min_accuracy: float | None) -> None:
     """Run the whole mission on the built-in sample: data, training, evaluation, export, ablation, report.
 
-    Exits 1 (after printing the report's path) when the seen test accuracy is below the demo's bar.
+    Exits 1 (after printing the report's path) when the ablation run is not complete (failed cells, a
+    target that stopped) or the seen test accuracy is below the demo's bar.
     """
     from emobench_app.demo import DemoConfig, DemoError, run_demo
 
@@ -185,6 +186,10 @@ def demo(out_dir: Path, devices: tuple[str, ...], fresh: bool, quick: bool, no_v
     console.print(f"Total {sum(result.seconds_by_stage.values()):.0f} s"
                   + (f" (reused: {', '.join(result.reused)})" if result.reused else ""), highlight=False)
     click.echo(f"Report: {result.report_html}")
+    if result.run_status != "complete":
+        raise DemoError(f"the ablation run {result.run_id} ended {result.run_status}: {result.run_message[:500]}",
+                        hint=f"the report shows what ran; redo the missing work with `emobench ablation --resume "
+                             f"{result.run_id} --db {result.db_path}` once the cause is fixed")
     if not result.accuracy_ok:
         raise DemoError(f"seen test accuracy {result.test_accuracy:.1%} is below the demo's bar "
                         f"{cfg.min_test_accuracy:.1%}",

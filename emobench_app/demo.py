@@ -150,6 +150,8 @@ class DemoResult:
     summary: tuple[tuple[str, str, str, str, str], ...]
     seconds_by_stage: Mapping[str, float] = field(default_factory=dict)
     reused: tuple[str, ...] = ()
+    run_status: str = "complete"  # the ablation run's: "partial" when cells failed or a target stopped
+    run_message: str = ""
 
 
 EventCallback = Callable[[DemoEvent], None]
@@ -360,7 +362,7 @@ def _stage_ablation(cfg: DemoConfig, data: Mapping[str, str], exported: Mapping[
                                                       runner=cfg.runner, label="demo"), progress=progress)
     if result.status != "complete":
         emit(DemoEvent("note", "ablation", f"run {result.run_id} ended {result.status}: {result.message}", ok=False))
-    return {"db": str(db.resolve()), "run_id": result.run_id, "status": result.status,
+    return {"db": str(db.resolve()), "run_id": result.run_id, "status": result.status, "message": result.message,
             "targets": [t.spec for t in plan.targets], "virtual_target": virtual_target}
 
 
@@ -437,4 +439,5 @@ def run_demo(cfg: DemoConfig, *, on_event: EventCallback | None = None) -> DemoR
         test_accuracy=float(evaluated["test_accuracy"]), unseen_accuracy=evaluated.get("unseen_accuracy"),
         accuracy_ok=accuracy_ok, pretrained_note=str(trained.get("note", "")),
         targets=tuple(ablation["targets"]), summary=tuple(summary_rows(data_view)),
-        seconds_by_stage=dict(stages.seconds), reused=tuple(stages.reused))
+        seconds_by_stage=dict(stages.seconds), reused=tuple(stages.reused),
+        run_status=str(ablation.get("status", "complete")), run_message=str(ablation.get("message", "")))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from emobench_app.demo import STAGES, DemoConfig, run_demo
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out"
+    # relative, like `make demo`'s demo_out/: the virtual device then serves a relative sandbox folder
+    out = Path(os.path.relpath(tmp_path_factory.mktemp("demo") / "out"))
     events = []
     cfg = DemoConfig.quick_config(out)
     result = run_demo(cfg, on_event=events.append)
@@ -46,9 +49,13 @@ def test_quick_demo_runs_every_stage(quick_demo):
         cells = conn.execute("SELECT target_id, status, count(*) FROM cells WHERE run_id = ? GROUP BY target_id, status",
                              (result.run_id,)).fetchall()
         status = conn.execute("SELECT status FROM runs WHERE run_id = ?", (result.run_id,)).fetchone()[0]
+        versions = json.loads(conn.execute("SELECT library_versions_json FROM targets WHERE run_id = ? AND "
+                                           "target_id = ?", (result.run_id, virtual[0])).fetchone()[0])
     finally:
         conn.close()
     assert flags == {"host-cpu": 0, virtual[0]: 1}
+    assert versions["runner"] == "native" and len(versions["runner_sha256"]) == 64  # emobench's native runner ran
+    assert result.run_status == "complete" and not result.run_message
     assert {(t, s): n for t, s, n in cells} == {("host-cpu", "ok"): cfg.experiments * 3,
                                                 (virtual[0], "ok"): cfg.experiments * 2}
     assert status == "complete"
@@ -95,3 +102,16 @@ def test_rerun_reuses_finished_stages(quick_demo):
     third = run_demo(changed, on_event=events.append)
     assert [e.stage for e in events if e.kind == "stage-start"] == ["ablation", "report"]
     assert third.reused == ("data", "train", "evaluate", "export") and third.run_id != first.run_id
+
+
+def test_demo_whose_ablation_ended_partial_exits_1_after_the_report(quick_demo, monkeypatch):
+    """Failed device cells are not a success: the report is printed, then one error with the resume command."""
+    import emobench_app.demo as demo_module
+
+    cfg, result, _ = quick_demo
+    partial = replace(result, run_status="partial", run_message="60 cell(s) failed (executorch-fp32 on android:x)")
+    monkeypatch.setattr(demo_module, "run_demo", lambda *a, **k: partial)
+    out = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(cfg.out_dir)])
+    assert out.exit_code == 1, out.output
+    assert out.output.index("Report: ") < out.output.index(f"Error: the ablation run {result.run_id} ended partial")
+    assert f"emobench ablation --resume {result.run_id}" in out.output
