@@ -123,7 +123,7 @@ def ablation(ctx, manifest, seen, unseen, targets, experiments, batch_size, repe
         progress.stop()
         click.echo(format_summary(summarize_run(store, result.run_id)))
         click.echo(f"\nrun {result.run_id}: {result.status}; database {db}; raw logs {result.log_dir}")
-        if profile:  # per-operator profiles into the same run (H4, issue 13)
+        if profile:  # per-operator profiles into the same run (issue 13)
             from android_bench.plan import AblationPlan
             from android_bench.profiling import profile_run
             from android_bench.runner_cli import format_profiles

@@ -145,6 +145,6 @@ def serve(port: int, profile: str, root: Path | None, authorized_keys: Path | No
         signal.signal(signal.SIGTERM, previous)
 
 
-from android_bench.runner_cli import profile, runner  # noqa: E402 - H4: native runner, profiling
+from android_bench.runner_cli import profile, runner  # noqa: E402 - native runner, profiling (issue 13)
 
 COMMANDS = [devices, device, runner, profile]

@@ -117,7 +117,7 @@ class AndroidSession:
         self.runner_kind = "user-supplied" if runner else "device's own"
         if self.runner_local is None and self.info.is_virtual and self._virtual_runner_logs_to_stderr():
             # The virtual device runs emobench's native runner (built on demand) as a host process; the
-            # Python stand-in already on it is the fallback where no cmake or compiler exists (H4, issue 13).
+            # Python stand-in already on it is the fallback where no cmake or compiler exists (issue 13).
             # A virtual device whose profile stands for a phone runner logging only to logcat (or not at
             # all) keeps its stand-in: the native runner logs to stderr like a Linux build.
             from android_bench.native import find_native_runner

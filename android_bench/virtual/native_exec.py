@@ -190,7 +190,7 @@ def _is_runner_call(argv: list[str]) -> bool:
 
 def _supervise(command: list[str], cwd: str, ctx: Ctx, *, argv0: str, crash: bool = False) -> int:
     cpus = _cpu_mask(ctx)
-    device_cpus = ctx.state.cpu_set  # a device pinned with --cpus: its processes never leave that set (H6)
+    device_cpus = ctx.state.cpu_set  # a device pinned with --cpus: its processes never leave that set (issue 16)
     if device_cpus is not None:
         if cpus is not None and not cpus & device_cpus:
             from android_bench.cpusets import format_cpu_list

@@ -361,7 +361,7 @@ def load_report_data(store: ResultsStore, run_ids: Sequence[str], config: Report
 
     pairs.extend(_cross_hardware_pairs(all_cells, model_keys, formats, precisions, artifacts, config))
     warnings = report_warnings(all_cells, targets, latencies, pairs, runs, config, artifacts=artifacts)
-    warnings += overlap_warnings(store, targets)  # targets that shared hardware while running at once (H6)
+    warnings += overlap_warnings(store, targets)  # targets that shared hardware while running at once (issue 16)
     return ReportData(
         config=config, db_path=str(store.path), runs=tuple(run_views), targets=tuple(targets),
         artifacts=tuple(artifacts), class_names=class_names, model_keys=model_keys, latencies=tuple(latencies),

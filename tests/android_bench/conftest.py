@@ -62,7 +62,7 @@ def tiny_pte(tmp_path_factory) -> Path:
     return path
 
 
-# --- H4 (issue 13): a model emobench did not export, for the native runner's tests
+# --- (issue 13) a model emobench did not export, for the native runner's tests
 class SmallNet:
     """Conv -> BN -> SiLU -> depthwise conv -> SE-style multiply -> pool -> Linear: the kinds of layer B0 has."""
 

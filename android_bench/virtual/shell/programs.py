@@ -35,14 +35,14 @@ def exec_file(node: Node, path: str, argv: list[str], ctx: Ctx) -> int:
     with open(host, "rb") as fh:
         head = fh.read(len(RUNNER_STUB_MAGIC))
     if head == RUNNER_STUB_MAGIC:
-        if ctx.state.cpu_set is not None:  # a device pinned with --cpus: the thread running it too (H6)
+        if ctx.state.cpu_set is not None:  # a device pinned with --cpus: the thread running it too (issue 16)
             from android_bench.cpusets import pinned_thread
 
             with pinned_thread(ctx.state.cpu_set):
                 return run_executor_runner(argv, ctx)
         return run_executor_runner(argv, ctx)
     if head.startswith(b"\x7fELF"):
-        # A real executable (e.g. emobench's native executor_runner): a host process (H4, issue 13).
+        # A real executable (e.g. emobench's native executor_runner): a host process (issue 13).
         from android_bench.virtual.native_exec import run_native
 
         return run_native(host, path, argv, ctx)

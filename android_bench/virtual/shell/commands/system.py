@@ -54,7 +54,7 @@ def _taskset(argv: list[str], ctx: Ctx) -> int:
         ctx.err("usage: taskset MASK COMMAND...")
         return 1
     # Built-in commands run in the server process and ignore the mask; a real executable started
-    # from here (android_bench.virtual.native_exec) is pinned to it (H4, issue 13).
+    # from here (android_bench.virtual.native_exec) is pinned to it (issue 13).
     from dataclasses import replace
 
     from android_bench.virtual.native_exec import CPU_MASK_ENV
