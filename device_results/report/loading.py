@@ -103,35 +103,32 @@ def _run_view(run: RunRow, n_experiments: int) -> RunView:
                    warmup=plan.get("warmup"), seed=plan.get("seed"), datasets=datasets)
 
 
-def _manifest_layer_counts(plan: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
-    """model key -> (layers quantized, layers total) from the run's export manifest, when it is still on disk."""
+def _manifest_artifacts(plan: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(model key, artifact entry) from the run's export manifest, when it is still on disk (else none)."""
     path = plan.get("manifest_path") if isinstance(plan, Mapping) else None
     try:
         manifest = json.loads(Path(str(path)).read_text()) if path else {}
     except (OSError, ValueError):
-        return {}
+        return []
+    artifacts = manifest.get("artifacts", []) if isinstance(manifest, Mapping) else []
+    return [(f"{art.get('format')}-{art.get('precision')}" + (f"-{art['mode']}" if art.get("mode") else ""), art)
+            for art in artifacts if isinstance(art, Mapping)]
+
+
+def _manifest_layer_counts(plan: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """model key -> (layers quantized, layers total) from the run's export manifest, when it is still on disk."""
     out = {}
-    for art in manifest.get("artifacts", []) if isinstance(manifest, Mapping) else []:
-        quant = art.get("quantization") if isinstance(art, Mapping) else None
+    for key, art in _manifest_artifacts(plan):
+        quant = art.get("quantization")
         if isinstance(quant, Mapping) and "layers_quantized" in quant:
-            key = f"{art.get('format')}-{art.get('precision')}" + (f"-{art['mode']}" if art.get("mode") else "")
             out[key] = (int(quant["layers_quantized"]), int(quant.get("layers_total", 0)))
     return out
 
 
 def _manifest_parity(plan: Mapping[str, Any]) -> dict[str, tuple[str, Mapping[str, Any]]]:
     """model key -> (sha256, parity) from the run's export manifest, when it is still on disk."""
-    path = plan.get("manifest_path") if isinstance(plan, Mapping) else None
-    try:
-        manifest = json.loads(Path(str(path)).read_text()) if path else {}
-    except (OSError, ValueError):
-        return {}
-    out = {}
-    for art in manifest.get("artifacts", []) if isinstance(manifest, Mapping) else []:
-        if isinstance(art, Mapping) and isinstance(art.get("parity"), Mapping):
-            key = f"{art.get('format')}-{art.get('precision')}" + (f"-{art['mode']}" if art.get("mode") else "")
-            out[key] = (str(art.get("sha256", "")), art["parity"])
-    return out
+    return {key: (str(art.get("sha256", "")), art["parity"]) for key, art in _manifest_artifacts(plan)
+            if isinstance(art.get("parity"), Mapping)}
 
 
 def _artifact_view(run_id: str, row: Mapping[str, Any], layers: Mapping[str, tuple[int, int]],
