@@ -159,6 +159,10 @@ def run_native(host_binary: Path, device_path: str, argv: list[str], ctx: Ctx) -
     if fault == "hang":  # it never returns: nothing starts, the shell holds until the connection closes
         ctx.cancel.wait()
         raise Cancelled()
+    if fault == "crash":  # the shell's view of a runner killed by SIGSEGV (no process is started: a real
+        # signal to a bwrap-wrapped process raced with the sandbox's own teardown and could hold the shell)
+        ctx.err("Segmentation fault")
+        return 139
     bwrap = bwrap_path()
     private_cwd: tempfile.TemporaryDirectory | None = None
     try:
@@ -177,7 +181,7 @@ def run_native(host_binary: Path, device_path: str, argv: list[str], ctx: Ctx) -
             else:  # "/" and the synthetic tree: an empty private folder, never a host folder
                 private_cwd = tempfile.TemporaryDirectory(prefix="emobench-vdev-cwd-")
                 host_cwd = private_cwd.name
-        return _supervise(command, host_cwd, ctx, argv0=os.path.basename(device_path), crash=fault == "crash")
+        return _supervise(command, host_cwd, ctx, argv0=os.path.basename(device_path))
     finally:
         if private_cwd is not None:
             private_cwd.cleanup()
@@ -188,7 +192,7 @@ def _is_runner_call(argv: list[str]) -> bool:
     return any(arg == "--model_path" or arg.startswith("--model_path=") for arg in argv[1:])
 
 
-def _supervise(command: list[str], cwd: str, ctx: Ctx, *, argv0: str, crash: bool = False) -> int:
+def _supervise(command: list[str], cwd: str, ctx: Ctx, *, argv0: str) -> int:
     cpus = _cpu_mask(ctx)
     device_cpus = ctx.state.cpu_set  # a device pinned with --cpus: its processes never leave that set (issue 16)
     if device_cpus is not None:
@@ -216,9 +220,6 @@ def _supervise(command: list[str], cwd: str, ctx: Ctx, *, argv0: str, crash: boo
              for i, (stream, sink) in enumerate(((proc.stdout, ctx.stdout), (proc.stderr, ctx.stderr)))]
     for pump in pumps:
         pump.start()
-    if crash:  # a native crash: the real process dies by SIGSEGV (bwrap's child dies with its parent)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGSEGV)
     cancelled = False
     while True:
         try:

@@ -37,8 +37,8 @@ class FaultPlan:
         storage_free_bytes: pretend only this much room is left (df reports it; larger pushes fail
             with "No space left on device").
         runner_fault: ``"crash"`` (the runner dies with SIGSEGV, status 139: the stand-in after loading
-            the model, a native runner process by a real SIGSEGV as it starts) or ``"hang"`` (it never
-            returns until the connection closes; a native runner is then not started at all).
+            the model; for a native runner the shell reports the crash without starting it) or ``"hang"``
+            (it never returns until the connection closes; a native runner is then not started at all).
         runner_fault_after_calls: the fault hits from the (N+1)-th runner call since the plan was set,
             so a test can arm it before a run starts and still let N calls succeed.
         temperatures_c: make every thermal zone read these temperatures (deg C) in turn: the k-th read
