@@ -22,6 +22,24 @@ def _csv(allowed: tuple[str, ...]):
     return convert
 
 
+_MODE_WORDS = ("dynamic", "static", "mixed", "qat", "both", "all", "auto")
+
+
+def _int8_modes(ctx, param, value: str) -> tuple[str, ...]:
+    words = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    bad = [w for w in words if w not in _MODE_WORDS]
+    if bad or not words:
+        raise click.BadParameter(f"{', '.join(bad) or 'nothing'}: choose from {', '.join(_MODE_WORDS)}")
+    return words
+
+
+def _expand_int8_modes(words: tuple[str, ...], *, is_qat: bool) -> tuple[str, ...]:
+    """The INT8 modes the ``--int8-mode`` words name, for a QAT checkpoint or not."""
+    aliases = {"both": ("dynamic", "static"), "all": ("dynamic", "static", "mixed") + (("qat",) if is_qat else ()),
+               "auto": ("dynamic",) + (("qat",) if is_qat else ())}
+    return tuple(dict.fromkeys(m for w in words for m in aliases.get(w, (w,))))
+
+
 @click.command("export")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -32,10 +50,11 @@ def _csv(allowed: tuple[str, ...]):
               callback=_csv(("torchscript", "executorch", "onnx")), help="Comma-separated formats.")
 @click.option("--precisions", default="fp32,int8", show_default=True, callback=_csv(("fp32", "int8")),
               help="Comma-separated precisions.")
-@click.option("--int8-mode", "int8_mode", type=click.Choice(["dynamic", "static", "mixed", "both", "all"]),
-              default="dynamic", show_default=True,
-              help="INT8 with dynamic activations, static (calibrated) activations, mixed (static with the most "
-                   "sensitive layer groups kept FP32), both (dynamic+static) or all three.")
+@click.option("--int8-mode", "int8_mode", default="auto", show_default=True, callback=_int8_modes,
+              help="Comma-separated INT8 modes: dynamic (activations quantized at run time), static (calibrated "
+                   "activations), mixed (static with the most sensitive layer groups kept FP32), qat (from a "
+                   "`emobench train qat` checkpoint); both = dynamic,static; all = every mode the checkpoint "
+                   "allows; auto = dynamic, plus qat for a QAT checkpoint.")
 @click.option("--calibration-data", type=click.Path(path_type=Path),
               help="Dataset root to calibrate static INT8 on (its training split).")
 @click.option("--calibration-images", type=int, default=None,
@@ -56,11 +75,13 @@ def _csv(allowed: tuple[str, ...]):
 @click.option("--min-int8-agreement", type=float, default=0.9, show_default=True,
               help="Warn when an INT8 artifact's top-1 agreement with eager FP32 is below this.")
 @click.option("--overwrite", is_flag=True, help="Replace a different export already in --out.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: auto, one per core up to one per format; 1 = in this process).")
 def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | None, formats, precisions,
-                   int8_mode: str, calibration_data: Path | None, calibration_images: int | None,
+                   int8_mode: tuple[str, ...], calibration_data: Path | None, calibration_images: int | None,
                    calibration_observer: str | None, target_agreement: float, sensitivity: bool,
                    eval_data: Path | None, eval_images: int, batch_size: int, min_int8_agreement: float,
-                   overwrite: bool) -> None:
+                   overwrite: bool, jobs: int | None) -> None:
     """Export a checkpoint to TorchScript, ExecuTorch and ONNX (FP32 and INT8), each verified."""
     from export.config import ExportConfig
     from export.errors import ExportConfigError, ExportFailedError
@@ -72,7 +93,13 @@ def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | No
         assert latest_dir is not None  # exactly one of the two, checked above
         checkpoint = find_latest_checkpoint(latest_dir)
         click.echo(f"latest checkpoint: {checkpoint}", err=True)
-    modes = {"both": ("dynamic", "static"), "all": ("dynamic", "static", "mixed")}.get(int8_mode, (int8_mode,))
+    from training.checkpoint import load_checkpoint
+
+    is_qat = load_checkpoint(checkpoint).qat is not None
+    modes = _expand_int8_modes(int8_mode, is_qat=is_qat)
+    if "qat" in modes and not is_qat:
+        raise ExportConfigError(f"--int8-mode qat: {checkpoint} is not a QAT checkpoint",
+                                hint=f"make one with `emobench train qat --init-from {checkpoint}`, then export it")
     defaults = ExportConfig()
     config = ExportConfig(
         formats=formats, precisions=precisions, int8_modes=modes, batch_size=batch_size,
@@ -80,7 +107,7 @@ def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | No
         int8_min_agreement=min_int8_agreement, overwrite=overwrite, target_agreement=target_agreement,
         sensitivity=sensitivity,
         calibration_images=defaults.calibration_images if calibration_images is None else calibration_images,
-        calibration_observer=calibration_observer or defaults.calibration_observer,
+        calibration_observer=calibration_observer or defaults.calibration_observer, jobs=jobs,
     )
     with _Progress() as progress:
         manifest = export_all(checkpoint, out_dir, config, on_event=progress.on_event)

@@ -10,7 +10,7 @@ from export.errors import ExportConfigError
 
 FORMATS: tuple[str, ...] = ("torchscript", "executorch", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
-INT8_MODES: tuple[str, ...] = ("dynamic", "static", "mixed")
+INT8_MODES: tuple[str, ...] = ("dynamic", "static", "mixed", "qat")
 CALIBRATION_OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "histogram", "percentile")
 
 
@@ -41,6 +41,9 @@ class ExportConfig:
         max_fp32_weight_share: ... nor more than this share of the weight bytes (keeps the file small).
         sensitivity: also rank the layer groups by quantization sensitivity for ``static`` (``mixed``
             always does); the ranking goes into the artifact's details.
+        jobs: worker processes for the export: independent (format) groups of artifacts run in parallel
+            spawned processes; ``None`` = auto, min(usable cores, groups); 1 = everything in this
+            process. How to run, not what: it never changes an artifact.
     """
 
     formats: tuple[str, ...] = FORMATS
@@ -61,6 +64,7 @@ class ExportConfig:
     max_fp32_layer_share: float = 0.10
     max_fp32_weight_share: float = 0.03
     sensitivity: bool = False
+    jobs: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("formats", self.formats, FORMATS)
@@ -69,6 +73,8 @@ class ExportConfig:
         for name in ("batch_size", "calibration_images", "eval_images"):
             if int(getattr(self, name)) < 1:
                 raise ExportConfigError(f"export setting {name} must be at least 1, got {getattr(self, name)}")
+        if self.jobs is not None and int(self.jobs) < 1:
+            raise ExportConfigError(f"export setting jobs must be at least 1 (or None: auto), got {self.jobs}")
         if not 0.0 <= self.int8_min_agreement <= 1.0:
             raise ExportConfigError(f"int8_min_agreement must be in [0, 1], got {self.int8_min_agreement}")
         if self.calibration_observer not in CALIBRATION_OBSERVERS:

@@ -1,4 +1,4 @@
-"""The INT8 modes of the XNNPACK path, behind one call: dynamic, static, mixed (and their details).
+"""The INT8 modes of the XNNPACK path, behind one call: dynamic, static, mixed, qat (and their details).
 
 ``quantize_for_mode(ctx, graph_module, mode)`` returns the converted pt2e graph that
 ``export.executorch_export`` lowers, plus what the manifest should record about how it was made:
@@ -8,7 +8,8 @@
   ``config.calibration_images`` training images;
 - ``mixed``: ``static``, except the layer groups whose quantization changes the answers most stay FP32,
   added one at a time (most sensitive first) until top-1 agreement with FP32 on the calibration
-  images reaches ``config.target_agreement`` (see ``export.sensitivity``).
+  images reaches ``config.target_agreement`` (see ``export.sensitivity``);
+- ``qat``: the graph a QAT run trained (``training.qat``), converted: ranges learned, not calibrated.
 
 The sensitivity ranking is computed once per export (``ctx.cache``) and recorded in the details of
 the artifacts that used it (``--sensitivity`` adds it to the static artifact too).
@@ -35,7 +36,10 @@ METHODS = {
     "mixed": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, static INT8 activations "
              "({observer} observer, {images} images); the most quantization-sensitive layer groups kept FP32 "
              "({fp32_groups})",
+    "qat": "XNNPACKQuantizer (pt2e) QAT: per-channel symmetric INT8 weights, static INT8 activations with ranges "
+           "learned by quantization-aware training ({epochs} epoch(s), distilled from the FP32 model), convert_pt2e",
 }
+_QAT_KEY = "qat:converted"
 _SENSITIVITY_KEY = "executorch:sensitivity"
 _CALIBRATED_KEY = "executorch:calibrated"
 
@@ -65,6 +69,8 @@ def quantize_for_mode(ctx: ExportContext, graph_module: Any, mode: str | None) -
         with torch.no_grad():
             prepared(ctx.example_input())
         return Quantized(convert_pt2e(prepared), METHODS["dynamic"])
+    if mode == "qat":
+        return quantized_qat(ctx)
     if mode not in ("static", "mixed"):
         raise ValueError(f"ExecuTorch has no INT8 mode {mode!r}")
     config = ctx.config
@@ -100,6 +106,29 @@ def quantize_for_mode(ctx: ExportContext, graph_module: Any, mode: str | None) -
     method = METHODS[mode].format(observer=observer, images=int(images.shape[0]),
                                   fp32_groups=", ".join(fp32_groups) or "none needed")
     return Quantized(converted, method, details)
+
+
+def quantized_qat(ctx: ExportContext) -> Quantized:
+    """The converted graph of a QAT checkpoint (``emobench train qat``): its learned ranges, no calibration.
+
+    Shared by the ExecuTorch and ONNX ``qat`` artifacts of one export (``ctx.cache``).
+
+    Raises:
+        ExportConfigError: the checkpoint is not a QAT checkpoint.
+    """
+    from export.errors import ExportConfigError
+
+    qat = ctx.checkpoint.qat
+    if qat is None:
+        raise ExportConfigError(f"INT8 mode qat needs a QAT checkpoint; {ctx.checkpoint.path} is an FP32 one",
+                                hint=f"run `emobench train qat --init-from {ctx.checkpoint.path}` and export its run")
+    if _QAT_KEY not in ctx.cache:
+        ctx.cache[_QAT_KEY] = ctx.checkpoint.build_qat_model().converted()
+    settings = dict(qat.get("settings") or {})
+    details = {"qat": {"settings": settings, "init_from": qat.get("init_from"),
+                       "init_from_sha256": qat.get("init_from_sha256"), "quantizer": qat.get("quantizer"),
+                       "epochs_trained": ctx.checkpoint.raw.get("epoch")}}
+    return Quantized(ctx.cache[_QAT_KEY], METHODS["qat"].format(epochs=settings.get("epochs", "?")), details)
 
 
 def _calibration_images(ctx: ExportContext) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""ONNX: FP32 via the dynamo exporter (dynamic batch axis, ``onnx.checker``), INT8 dynamic and static QDQ.
+"""ONNX: FP32 via the dynamo exporter (dynamic batch axis, ``onnx.checker``), INT8 dynamic, static QDQ and QAT QDQ.
 
 Both INT8 artifacts start from the FP32 graph after onnxruntime's pre-processing
 (``quant_pre_process``: symbolic shape inference and graph optimisation). ``dynamic`` is
 ``quantize_dynamic`` (per-channel INT8 weights, activations quantized at run time: ConvInteger /
 MatMulInteger); ``static`` is ``quantize_static`` in QDQ format, per-channel INT8 weights and INT8
-activations calibrated (MinMax) on real images.
+activations calibrated (MinMax) on real images. ``qat`` is the QAT run's converted pt2e graph
+(``export.mixed.quantized_qat``) through the same dynamo exporter: QDQ with the ranges QAT learned.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from export.quant_report import count_onnx
 log = logging.getLogger(__name__)
 
 FORMAT = "onnx"
-MODES: dict[str, tuple[str | None, ...]] = {"fp32": (None,), "int8": ("dynamic", "static")}
+MODES: dict[str, tuple[str | None, ...]] = {"fp32": (None,), "int8": ("dynamic", "static", "qat")}
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 _METHODS = {
     "dynamic": "onnxruntime.quantization.quantize_dynamic, per-channel INT8 weights, dynamic activations",
     "static": "onnxruntime.quantization.quantize_static, QDQ, per-channel INT8 weights, INT8 activations "
               "calibrated (MinMax) on real images",
+    "qat": "torch.onnx (dynamo) export of the converted pt2e QAT graph (XNNPACKQuantizer QAT config): QDQ, "
+           "per-channel INT8 weights, INT8 activations with ranges learned by quantization-aware training",
 }
 
 
@@ -41,12 +44,18 @@ def export(ctx: ExportContext, precision: str, mode: str | None) -> list[Artifac
     """
     started = time.perf_counter()
     path = staged_path(ctx, FORMAT, precision, mode)
-    source = _fp32_source(ctx)
     if precision == "fp32":
-        shutil.copyfile(source, path)
+        shutil.copyfile(_fp32_source(ctx), path)
         report = None
+    elif mode == "qat":
+        _export_qat(ctx, path)
+        _stamp_metadata(path, ctx, precision, mode)
+        _check(path)
+        import onnx
+
+        report = count_onnx(onnx.load(str(path)), method=_METHODS[mode])
     else:
-        pre = _preprocessed(ctx, source)
+        pre = _preprocessed(ctx, _fp32_source(ctx))
         if mode == "dynamic":
             _quantize_dynamic(pre, path)
         elif mode == "static":
@@ -75,14 +84,21 @@ def _fp32_source(ctx: ExportContext) -> Path:
     return ctx.cache["onnx_fp32"]
 
 
-def _export_dynamo(ctx: ExportContext, path: Path) -> None:
+def _export_qat(ctx: ExportContext, path: Path) -> None:
+    """The QAT run's converted graph (quantize/dequantize pairs) as ONNX QDQ."""
+    from export.mixed import quantized_qat
+
+    _export_dynamo(ctx, path, model=quantized_qat(ctx).graph_module)
+
+
+def _export_dynamo(ctx: ExportContext, path: Path, model=None) -> None:
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         program = torch.onnx.export(
-            ctx.model, (ctx.example_input(),), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},), verbose=False,
+            ctx.model if model is None else model, (ctx.example_input(),), dynamo=True, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), verbose=False,
         )
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")

@@ -5,6 +5,9 @@ It holds only tensors and plain Python values: the format version, ``arch``, ``n
 model state, optimizer/scheduler state, epoch, best metric, history and the resolved config.
 Export and the ablation read architecture and classes from it, never from flags.
 
+A QAT checkpoint (``emobench train qat``, ``training.qat``) also holds ``qat`` (how it was made) and
+``fp32_model_state`` (the FP32 model it started from); its ``model_state`` is the QAT graph's.
+
 The input contract (``emobench_common.input_spec.InputSpec``) is made once here, from
 ``class_names``, ``input_size``, ``mean``, ``std`` and the optional ``crop_pct`` and
 ``interpolation`` (absent in older checkpoints: the contract's defaults).
@@ -80,8 +83,39 @@ class Checkpoint:
     def image_size(self) -> int:
         return self.input_spec.image_size
 
+    @property
+    def qat(self) -> Mapping[str, Any] | None:
+        """How a QAT run made this checkpoint (``training.qat``), or None for an FP32 checkpoint."""
+        value = self.raw.get("qat")
+        return value if isinstance(value, Mapping) else None
+
     def build_model(self) -> nn.Module:
-        """The model with the stored weights, in eval mode, on the CPU."""
+        """The FP32 model with the stored weights, in eval mode, on the CPU.
+
+        For a QAT checkpoint that is the FP32 model the QAT run started from (its teacher: the reference
+        its INT8 model must agree with); ``build_qat_model`` gives the QAT graph.
+        """
+        state = self.raw["fp32_model_state"] if self.qat is not None else self.model_state
+        return self._build(state)
+
+    def build_qat_model(self) -> Any:
+        """A QAT checkpoint's trained ``training.qat.QatModel`` (eval mode); ``convert()`` it to export INT8.
+
+        Raises:
+            CheckpointError: not a QAT checkpoint, or its QAT state does not fit.
+        """
+        from training.qat import QatError, build_qat_model
+
+        if self.qat is None:
+            raise CheckpointError(f"{self.path} is not a QAT checkpoint",
+                                  hint="make one with `emobench train qat --init-from RUN`")
+        try:
+            model = build_qat_model(self.build_model(), self.input_size, self.model_state, source=str(self.path))
+        except QatError as exc:
+            raise CheckpointError(exc.message, hint=exc.hint) from exc
+        return model.eval()
+
+    def _build(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
         from training.models import create_model
 
         try:
@@ -92,7 +126,7 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: field model_kwargs {dict(self.model_kwargs)} does not fit "
                                   f"{self.arch} ({exc})") from exc
         try:
-            model.load_state_dict(self.model_state)
+            model.load_state_dict(state)
         except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
                 f"{self.path}: the stored weights do not fit {self.arch} with {self.num_classes} classes ({exc})"
@@ -216,6 +250,9 @@ _FIELD_TYPES: dict[str, tuple[str, Any]] = {
     "epoch": ("an integer >= 0 (or null)", lambda v: v is None or (_is_int(v) and v >= 0)),
     "best_metric": ("a finite number (or null)", lambda v: v is None or _is_finite(v)),
     "config": ("a dict (or null)", lambda v: v is None or isinstance(v, dict)),
+    "fp32_model_state": ("a state dict of tensors", lambda v: isinstance(v, dict)
+                         and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())),
+    "qat": ("a dict describing the QAT run", lambda v: isinstance(v, dict)),
 }
 
 
@@ -249,6 +286,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         raise CheckpointError(f"{path}: checkpoint format version {version!r} is not one this emobench reads "
                               f"(1..{CHECKPOINT_VERSION})")
     missing = [k for k in _REQUIRED if k not in obj]
+    if "qat" in obj and "fp32_model_state" not in obj:
+        missing.append("fp32_model_state (a QAT checkpoint's FP32 reference)")
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks field(s) {', '.join(missing)}")
     _check_field_types(path, obj)

@@ -176,7 +176,7 @@ def _echo_result(result) -> None:
 
 @click.group("train")
 def train_group() -> None:
-    """Train models: Phase 1 selection (five architectures) and Phase 2 fine-tuning."""
+    """Train models: Phase 1 selection (five architectures), Phase 2 fine-tuning, and QAT."""
 
 
 @train_group.command("phase1")
@@ -208,6 +208,54 @@ def train_phase2_cmd(config_path, overrides, dry_run, **options) -> None:
         click.echo(_dump(config))
         return
     _echo_result(train(config))
+
+
+@train_group.command("qat")
+@click.option("--init-from", required=True,
+              help="The finished FP32 run to quantize: its checkpoint, run folder, or phase folder (its latest).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML whose keys override the FP32 run's config, e.g. its qat: section.")
+@click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
+              help="Dataset root (default: the one the FP32 run trained on).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Runs folder (default: the FP32 run's; the run goes to <out>/qat/<run-name>-<arch>/).")
+@click.option("--epochs", type=int, default=None, help="QAT epochs (qat.epochs).")
+@click.option("--lr", type=float, default=None, help="QAT peak learning rate (qat.lr).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--workers", type=int, default=None, help="Data-loader worker processes.")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.")
+@click.option("--resume", is_flag=False, flag_value="auto", default=None,
+              help="Continue a QAT run: alone, the run named by --run-name or the newest unfinished one; "
+                   "or a run folder / last.pt.")
+@click.option("--run-name", default=None, help="Run folder prefix (default: a timestamp).")
+@click.option("--max-steps-per-epoch", type=int, default=None, help="Cap the steps of every epoch.")
+@click.option("--limit-train-images", type=int, default=None, help="Train on a stratified subset.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field, e.g. --set qat.distill_weight=0.5 (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+@_run_training
+def train_qat_cmd(init_from, config_path, overrides, dry_run, epochs, lr, **options) -> None:
+    """Quantization-aware training: fine-tune a finished FP32 run with fake INT8 (XNNPACK's QAT config),
+    distilled from that FP32 model; `emobench export` of the QAT run adds an int8-qat artifact."""
+    from training.config import merge_sections, parse_overrides
+    from training.qat_run import resolve_qat_config
+    from training.train import train
+
+    explicit = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+    qat = {k: v for k, v in (("epochs", epochs), ("lr", lr)) if v is not None}
+    if qat:
+        explicit["qat"] = qat
+    config = resolve_qat_config(init_from, config_path=config_path,
+                                overrides=merge_sections(explicit, parse_overrides(overrides)))
+    if dry_run:
+        click.echo(_dump(config))
+        return
+    result = train(config)
+    _echo_result(result)
+    agreement = result.metrics.get("agreement")
+    if agreement is not None:
+        click.echo(f"{'':24s} top-1 agreement with the FP32 model on the test split {agreement:.4f} "
+                   f"(fake-quantized; export the run for the INT8 artifact)")
 
 
 def _dump(config) -> str:

@@ -23,12 +23,13 @@ import yaml
 from emobench_common.errors import EmobenchError
 from emobench_common.fileio import atomic_write_text
 from training.labels import EMOTIONS
+from training.qat import QatError, QatSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-PHASES = ("phase1", "phase2")
+PHASES = ("phase1", "phase2", "qat")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "none")
-MONITORS = ("accuracy", "f1_macro", "f1_weighted", "loss")
+MONITORS = ("accuracy", "f1_macro", "f1_weighted", "loss", "agreement")  # agreement: QAT only
 
 
 class ConfigError(EmobenchError):
@@ -78,6 +79,8 @@ class TrainConfig:
     grad_clip_norm: float | None = 1.0
     early_stopping_patience: int | None = 10
     monitor: str = "accuracy"  # validation metric that picks the best weights and drives early stopping
+    # quantization-aware training (`emobench train qat`): its epochs and lr replace the ones above
+    qat: QatSettings = field(default_factory=QatSettings)
     # machinery
     seed: int = 42
     deterministic: bool = True
@@ -113,19 +116,28 @@ class TrainConfig:
             raise ConfigError(f"config field val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.workers < 0:
             raise ConfigError(f"config field workers must be >= 0, got {self.workers}")
+        if self.monitor == "agreement" and self.phase != "qat":
+            raise ConfigError("config field monitor=agreement (top-1 agreement with the FP32 model) exists only in "
+                              "the qat phase", hint="use accuracy, f1_macro, f1_weighted or loss")
+        if self.phase == "qat" and not self.init_from:
+            raise ConfigError("the qat phase needs init_from: the finished FP32 run (or its checkpoint) to start from",
+                              hint="emobench train qat --init-from runs/phase2/latest")
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
             raise ConfigError(f"config field classes needs at least two distinct classes, got {list(self.classes)}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (checked like overrides)."""
-        return _build({**self.to_dict(), **changes}, source="replace()")
+        return _build(merge_sections(self.to_dict(), changes), source="replace()")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists, not tuples), for YAML, JSON and the checkpoint."""
-        out = {}
+        out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else (dict(value) if isinstance(value, dict) else value)
+            if isinstance(value, QatSettings):
+                out[f.name] = value.to_dict()
+            else:
+                out[f.name] = list(value) if isinstance(value, tuple) else (dict(value) if isinstance(value, dict) else value)
         return out
 
 
@@ -136,6 +148,7 @@ def _check_choice(name: str, value: str, choices: Iterable[str]) -> None:
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+SECTIONS: tuple[str, ...] = ("qat",)  # fields that are mappings of fields of their own
 
 
 def _unknown_key(key: str, where: str) -> ConfigError:
@@ -156,6 +169,8 @@ def _coerce(name: str, value: Any, hint_type: Any, where: str) -> Any:
                 return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(name, value, inner[0], where)
+    if hint_type is QatSettings:
+        return _coerce_section(name, value, hint_type, where)
     bad = ConfigError(f"{where}: config field {name} expects {_type_name(hint_type)}, got {value!r}")
     if hint_type is bool:
         if isinstance(value, bool):
@@ -191,6 +206,28 @@ def _coerce(name: str, value: Any, hint_type: Any, where: str) -> Any:
     return value
 
 
+def _coerce_section(name: str, value: Any, section_type: type[QatSettings], where: str) -> QatSettings:
+    """A nested section (``qat:``): a mapping of its own fields, each checked like a top-level one."""
+    if isinstance(value, section_type):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: config section {name} must be a mapping of its fields, got {value!r}",
+                          hint=f"fields: {', '.join(f.name for f in dataclasses.fields(section_type))}")
+    hints = typing.get_type_hints(section_type)
+    kwargs = {}
+    for key, item in value.items():
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), list(hints), n=3, cutoff=0.5)
+            raise ConfigError(f"{where}: unknown key {name}.{key}"
+                              + (f"; did you mean {' or '.join(f'{name}.{c}' for c in close)}?" if close else ""),
+                              hint=f"fields of {name}: {', '.join(hints)}")
+        kwargs[key] = _coerce(f"{name}.{key}", item, hints[key], where)
+    try:
+        return section_type(**kwargs)
+    except QatError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
 def _type_name(hint_type: Any) -> str:
     if typing.get_origin(hint_type) is tuple:
         return "a list of names"
@@ -219,12 +256,31 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not KEY=VALUE", hint="e.g. --set epochs=3 --set lr=0.001")
-        if key not in FIELD_NAMES:
-            raise _unknown_key(key, f"override {item!r}")
+        section, dot, sub = key.partition(".")
+        if section not in FIELD_NAMES:
+            raise _unknown_key(section, f"override {item!r}")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            out[key] = raw
+            value = raw
+        if dot:  # a field of a section: --set qat.epochs=2
+            if section not in SECTIONS:
+                raise ConfigError(f"override {item!r}: config field {section} has no fields of its own")
+            out.setdefault(section, {})[sub] = value
+        else:
+            out[key] = value
+    return out
+
+
+def merge_sections(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``{**base, **changes}``, except that a section (``qat``) given as a mapping updates field by field."""
+    out = dict(base)
+    for key, value in changes.items():
+        if key in SECTIONS and isinstance(value, Mapping) and isinstance(out.get(key), Mapping | QatSettings):
+            old = out[key].to_dict() if isinstance(out[key], QatSettings) else dict(out[key])
+            out[key] = {**old, **value}
+        else:
+            out[key] = value
     return out
 
 
@@ -283,7 +339,7 @@ def load_config(
         overrides = {k: v for k, v in overrides.items() if keep_none or v is not None}
     else:
         overrides = parse_overrides(overrides)  # an explicit --set key=null does clear a field
-    data = {**data, **overrides}
+    data = merge_sections(data, overrides)
     lines = {k: v for k, v in lines.items() if k not in overrides}
     if phase is not None:
         data.setdefault("phase", phase)

@@ -24,6 +24,7 @@ from training import distributed
 from training.config import TrainConfig
 from training.metrics import classification_metrics
 from training.preemption import stop_requested
+from training.qat import QatSettings, agreement, distillation_loss
 
 
 class Progress:
@@ -86,8 +87,12 @@ class EpochResult:
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, config: TrainConfig,
-               use_amp: bool) -> tuple[float, torch.Tensor]:
+               use_amp: bool, *, teacher: nn.Module | None = None,
+               distill: QatSettings | None = None) -> tuple[float, torch.Tensor]:
     """One optimizer step on a batch (mixup, autocast, gradient clipping as ``config`` says).
+
+    With a ``teacher`` (QAT), the loss is ``training.qat.distillation_loss`` against its logits on the
+    same (mixed) batch, weighted by ``distill``; the hard-label part mixes targets as usual.
 
     Returns:
         The batch's loss and the (detached) logits.
@@ -99,7 +104,14 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn
         x = lam * x + (1 - lam) * x[perm]
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
         logits = model(x)
-        loss = criterion(logits, y) if not mixing else lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm])
+        if teacher is not None and distill is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            loss = (distillation_loss(logits, teacher_logits, y, criterion, distill) if not mixing else
+                    lam * distillation_loss(logits, teacher_logits, y, criterion, distill)
+                    + (1 - lam) * distillation_loss(logits, teacher_logits, y[perm], criterion, distill))
+        else:
+            loss = criterion(logits, y) if not mixing else lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm])
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if config.grad_clip_norm:
@@ -128,6 +140,8 @@ def train_one_epoch(
     sums: EpochSums = EpochSums(),  # noqa: B008 - frozen
     progress: Progress | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    teacher: nn.Module | None = None,
+    distill: QatSettings | None = None,
 ) -> EpochResult:
     """Train ``model`` over the first ``steps`` batches of ``loader``.
 
@@ -137,6 +151,7 @@ def train_one_epoch(
             the same random numbers as an uninterrupted run.
         sums: the sums the interrupted epoch had reached (resuming), else zeros.
         on_step: called as ``on_step(epoch, step)`` after every optimizer step.
+        teacher, distill: QAT's distillation (see ``train_step``).
 
     Returns:
         The epoch's sums, and ``stopped_at_step`` (the step to resume at) when a stop signal arrived on
@@ -155,7 +170,8 @@ def train_one_epoch(
             continue
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        loss, logits = train_step(model, x, y, criterion, optimizer, scaler, config, use_amp)
+        loss, logits = train_step(model, x, y, criterion, optimizer, scaler, config, use_amp,
+                                  teacher=teacher, distill=distill)
         loss_sum += loss * y.numel()
         seen += y.numel()
         correct += int((logits.argmax(1) == y).sum())
@@ -205,11 +221,18 @@ def run_inference(model: nn.Module, loader: DataLoader, device: torch.device, *,
 
 
 def validate(model: nn.Module, loader: DataLoader, device: torch.device, class_names: Sequence[str], *,
-             amp: bool = False, dist: distributed.DistInfo | None = None) -> dict[str, Any]:
-    """``classification_metrics`` of ``model`` over the loader's dataset, plus ``loss`` (mean cross-entropy)."""
+             amp: bool = False, dist: distributed.DistInfo | None = None,
+             reference: Sequence[int] | None = None) -> dict[str, Any]:
+    """``classification_metrics`` of ``model`` over the loader's dataset, plus ``loss`` (mean cross-entropy).
+
+    With ``reference`` (another model's top-1 classes over the same images, in dataset order), also
+    ``agreement``: the share of images where ``model`` gives the same class (QAT vs its FP32 teacher).
+    """
     y_true, y_pred, loss = run_inference(model, loader, device, amp=amp, dist=dist)
     metrics = classification_metrics(y_true, y_pred, class_names)
     metrics["loss"] = loss
+    if reference is not None:
+        metrics["agreement"] = agreement(y_pred, list(reference))
     return metrics
 
 

@@ -29,6 +29,7 @@ seeded loaders), ``training.optim`` (optimizer, schedule), ``training.preemption
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import logging
@@ -58,6 +59,7 @@ from training.loaders import load_splits, make_loader, seed_all
 from training.models import PHASE1_ARCHS, check_arch, create_model, reset_head
 from training.optim import Scheduler, create_optimizer, create_scheduler
 from training.preemption import REQUEUE_EXIT_CODE, TrainingPreempted, stop_on_signals, stop_requested
+from training.qat import QUANTIZER, QatModel, build_qat_model, prepare_qat
 from training.runs import (
     BEST_CHECKPOINT,
     LAST_STATE,
@@ -109,6 +111,8 @@ def _model_kwargs(config: TrainConfig) -> dict[str, Any]:
 
 def _build_model(config: TrainConfig, *, resuming: bool) -> nn.Module:
     check_arch(config.arch)
+    if config.phase == "qat":
+        raise TrainingError("internal: a QAT run builds its model with _build_qat_models")
     fresh_weights = not resuming and not config.init_from
     model = create_model(config.arch, num_classes=len(config.classes),
                          pretrained=config.pretrained and fresh_weights,
@@ -152,6 +156,25 @@ def _init_from(model: nn.Module, config: TrainConfig, path: Path) -> None:
             hint="use the same classes in the same order, or a checkpoint with a different class count (head rebuilt)",
         )
     model.load_state_dict(source.state_dict())
+
+
+def _build_qat_models(config: TrainConfig, *, resuming: bool) -> tuple[QatModel, nn.Module]:
+    """The QAT phase's student (the prepared graph) and teacher (the FP32 model of ``init_from``, frozen).
+
+    Both start from the ``init_from`` weights; resuming, the student's state comes from ``last.pt`` next.
+    """
+    assert config.init_from
+    teacher = create_model(config.arch, num_classes=len(config.classes), pretrained=False, **_model_kwargs(config))
+    _init_from(teacher, config, Path(config.init_from))
+    shape = (3, config.image_size, config.image_size)
+    if resuming:  # a prepared graph with sized observers, for last.pt's state to be loaded into
+        student = build_qat_model(teacher, shape)
+    else:
+        student = prepare_qat(copy.deepcopy(teacher), shape)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return student, teacher
 
 
 def _classifier(model: nn.Module) -> Any:
@@ -202,6 +225,9 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
            on_step: Callable[[int, int], None] | None) -> TrainResult:
     t_start = time.perf_counter()
     check_arch(config.arch)
+    qat = config.phase == "qat"
+    if qat:  # the qat section says how QAT trains; fake quantization stays in float32 (no AMP)
+        config = config.replace(epochs=config.qat.epochs, lr=config.qat.lr, amp=False)
     device = _device(config, dist)
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -218,8 +244,14 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
         raise TrainingError(f"cannot resume {resume_state}: it trains {state.get('arch')}, the config says {config.arch}")
 
     seed_all(config.seed)
-    model = _build_model(config, resuming=state is not None)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+    teacher: nn.Module | None = None
+    model: nn.Module
+    if qat:
+        model, teacher = _build_qat_models(config, resuming=state is not None)
+        cfg = getattr(teacher, "pretrained_cfg", None) or {}
+    else:
+        model = _build_model(config, resuming=state is not None)
+        cfg = getattr(model, "pretrained_cfg", None) or {}
     mean = tuple(cfg.get("mean") or (0.485, 0.456, 0.406))
     std = tuple(cfg.get("std") or (0.229, 0.224, 0.225))
     train_ds, val_ds, test_ds = load_splits(config, mean, std)
@@ -234,6 +266,8 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
     optimizer = create_optimizer(model, config)
     loop = _Loop(config, dist, device, run_dir, model, optimizer, create_scheduler(optimizer, config),
                  torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, mean, std)
+    if teacher is not None:
+        loop.teacher = teacher.to(device)
     if state is not None:
         loop.restore(state)
     if dist.enabled:
@@ -248,9 +282,12 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
     drop_last = math.ceil(len(train_ds) / dist.world_size) > config.batch_size  # never a ragged last batch
     writer = _tensorboard(run_dir) if dist.is_main and config.tensorboard else None
     stopped_early = False
+    val_loader = make_loader(val_ds, batch_size=config.batch_size * 2, shuffle=False, epoch=0, **loader_args)
     with Progress(config.progress and dist.is_main) as progress:
         for epoch in range(loop.start_epoch, config.epochs):
             t_epoch = time.perf_counter()
+            if qat:
+                cast(QatModel, _unwrap(loop.model)).apply_schedule(config.qat, epoch)
             seed_all(config.seed + epoch + 1000 * dist.rank)
             loader = make_loader(train_ds, batch_size=config.batch_size, shuffle=True, epoch=epoch,
                                  drop_last=drop_last, **loader_args)
@@ -260,14 +297,15 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
                                    steps=steps, scaler=loop.scaler, use_amp=use_amp, dist=dist,
                                    skip_steps=loop.start_step if resumed else 0, rng_state=loop.rng_state,
                                    sums=loop.start_sums if resumed else EpochSums(), progress=progress,
-                                   on_step=on_step)
+                                   on_step=on_step, teacher=loop.teacher,
+                                   distill=config.qat if loop.teacher is not None else None)
             if done.stopped_at_step is not None:
                 raise loop.preempt(epoch, done.stopped_at_step, done.sums)
             if loop.scheduler is not None:
                 loop.scheduler.step()
             totals = reduce_sums(dist, device, done.sums.as_list())
-            val = validate(loop.model, make_loader(val_ds, batch_size=config.batch_size * 2, shuffle=False, epoch=0,
-                                                   **loader_args), device, config.classes, amp=use_amp, dist=dist)
+            val = validate(loop.model, val_loader, device, config.classes, amp=use_amp, dist=dist,
+                           reference=loop.teacher_predictions(val_loader))
             stopped_early = loop.end_epoch(epoch, totals, val, time.perf_counter() - t_epoch, writer)
             if stopped_early:
                 break
@@ -277,6 +315,8 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
     if writer is not None:
         writer.close()
     metrics = loop.test(make_loader(test_ds, batch_size=config.batch_size * 2, shuffle=False, epoch=0, **loader_args))
+    if qat:
+        metrics["qat"] = {**config.qat.to_dict(), "init_from": str(config.init_from), "quantizer": QUANTIZER}
     metrics.update({
         "split": config.test_split, "arch": config.arch, "phase": config.phase,
         "data_root": str(config.data_root), "image_size": config.image_size, "best_epoch": loop.best_epoch,
@@ -322,6 +362,18 @@ class _Loop:
     best_epoch: int = -1
     bad_epochs: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    teacher: nn.Module | None = None  # QAT: the FP32 model whose answers the student learns
+    _teacher_preds: dict[int, list[int]] = field(default_factory=dict)
+
+    def teacher_predictions(self, loader: DataLoader) -> list[int] | None:
+        """QAT: the teacher's top-1 classes over ``loader``'s dataset (computed once per loader), else None."""
+        if self.teacher is None:
+            return None
+        key = id(loader.dataset)
+        if key not in self._teacher_preds:
+            _, preds, _ = run_inference(self.teacher, loader, self.device, dist=self.dist)
+            self._teacher_preds[key] = preds
+        return self._teacher_preds[key]
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a saved state: weights, optimiser, schedule, history, and where the run stopped."""
@@ -355,8 +407,22 @@ class _Loop:
             config=config.to_dict(),
             extra={"step_in_epoch": step, "best_epoch": self.best_epoch, "epochs_without_improvement": self.bad_epochs,
                    "torch_rng_state": torch.get_rng_state(), "finished": finished,
-                   "world_size": self.dist.world_size, "epoch_partial_sums": partial.as_list()},
+                   "world_size": self.dist.world_size, "epoch_partial_sums": partial.as_list(),
+                   **self._qat_fields()},
         )
+
+    def _qat_fields(self) -> dict[str, Any]:
+        """A QAT checkpoint's own fields: the FP32 teacher's weights and how the run quantizes."""
+        if self.teacher is None:
+            return {}
+        from emobench_common.fileio import sha256_file
+
+        init = Path(str(self.config.init_from))
+        init_file = latest_checkpoint(init) if init.is_dir() else init
+        return {"fp32_model_state": {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()},
+                "qat": {"settings": self.config.qat.to_dict(), "init_from": str(init_file),
+                        "init_from_sha256": sha256_file(init_file), "quantizer": QUANTIZER,
+                        "input_shape": [3, self.config.image_size, self.config.image_size]}}
 
     def preempt(self, epoch: int, step: int, sums: EpochSums = EpochSums()) -> TrainingPreempted:  # noqa: B008
         """Save the state to resume at (epoch, step) and return the error to raise; every rank calls it."""
@@ -378,6 +444,8 @@ class _Loop:
             "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_f1_macro": val["f1_macro"],
             "val_f1_weighted": val["f1_weighted"], "lr": self.optimizer.param_groups[0]["lr"], "time_s": seconds,
         }
+        if "agreement" in val:
+            row["val_agreement"] = val["agreement"]
         self.history.append(row)
         improved = _better(val[config.monitor], self.best_metric, config.monitor)
         if improved:
@@ -388,9 +456,10 @@ class _Loop:
         patience = config.early_stopping_patience
         stop = patience is not None and self.bad_epochs >= patience and epoch + 1 < config.epochs
         if self.dist.is_main:
-            log.info("%s epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f macro-F1 %.3f%s (%.1f s)",
+            agree = f" agreement with FP32 {val['agreement']:.3f}" if "agreement" in val else ""
+            log.info("%s epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f macro-F1 %.3f%s%s (%.1f s)",
                      config.arch, epoch + 1, config.epochs, row["train_loss"], row["train_accuracy"], val["loss"],
-                     val["accuracy"], val["f1_macro"], " *" if improved else "", row["time_s"])
+                     val["accuracy"], val["f1_macro"], agree, " *" if improved else "", row["time_s"])
             if writer is not None:
                 for key, value in row.items():
                     if key != "epoch":
@@ -411,7 +480,7 @@ class _Loop:
             raise TrainingError(f"run {self.run_dir} finished no epoch", hint="check epochs and the data")
         _unwrap(self.model).load_state_dict(self.best_state)
         return validate(self.model, loader, self.device, self.config.classes, amp=self.use_amp,
-                        dist=self.dist)
+                        dist=self.dist, reference=self.teacher_predictions(loader))
 
     def finish(self, metrics: dict[str, Any]) -> None:
         """Rank 0 adds the test metrics to the best checkpoint, writes the evaluation, marks the run finished."""
