@@ -31,6 +31,7 @@ the INT8 artifact must agree with, and ``build_qat_model`` returns the trained Q
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 from collections.abc import Mapping
@@ -122,6 +123,16 @@ class QatModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph(x)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        # A checkpoint's state is a plain dict without the module versions (``_metadata``); torchao's
+        # observers take a missing version for version 1 and reset their eps to float32's (1.2e-7, not
+        # XNNPACK's 2**-12), which changes the scales of tiny ranges. Lend them this graph's versions.
+        if getattr(state_dict, "_metadata", None) is None:
+            with_versions: Any = collections.OrderedDict(state_dict)
+            with_versions._metadata = getattr(self.state_dict(), "_metadata", None)
+            state_dict = with_versions
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def train(self, mode: bool = True) -> QatModel:
         # not nn.Module.train: an exported graph refuses .train()/.eval() (its fake-quantize modules

@@ -377,7 +377,7 @@ class _Loop:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a saved state: weights, optimiser, schedule, history, and where the run stopped."""
-        self.model.load_state_dict(state["model_state"])
+        _unwrap(self.model).load_state_dict(state["model_state"])  # QatModel's own load keeps observer versions
         self.optimizer.load_state_dict(state["optimizer_state"])
         if self.scheduler is not None and state.get("scheduler_state"):
             self.scheduler.load_state_dict(state["scheduler_state"])

@@ -87,6 +87,9 @@ def test_qat_trains_from_the_fp32_run_and_writes_a_qat_checkpoint(fp32_run, qat_
     # ... and the QAT graph came back with its learned ranges: fake-quantize state, not FP32 weights
     qat = ckpt.build_qat_model()
     assert isinstance(qat, QatModel) and any("activation_post_process" in k for k in ckpt.model_state)
+    # every saved buffer comes back as saved, the observers' eps (XNNPACK's 2**-12) included
+    loaded = qat.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in ckpt.model_state.items())
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         fake = qat(x)
