@@ -6,6 +6,10 @@ x precision x mode export into a private staging folder, verify in the artifact'
 only then move the file (``os.replace``) under its final name. A failing artifact is recorded in the
 manifest with the exporter's reason and the others still complete; the manifest is written last,
 atomically, and lists only verified files.
+
+``ExportConfig.jobs`` (1, or a single group of jobs: all in this process) runs independent groups of
+jobs in parallel worker processes (``export.parallel``); events, moves and the manifest stay here,
+and the manifest is the same either way apart from timings.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
+from emobench_common import quiet
 from emobench_common.fileio import sha256_file
 from export.artifact import EXTENSIONS, Artifact
 from export.config import ExportConfig
@@ -31,6 +38,15 @@ from export.context import ExportContext
 from export.data import ImageSet, load_image_set
 from export.errors import ExportConfigError, ManifestError, OutputFolderError, VerificationDataError
 from export.manifest import MANIFEST_NAME, Failure, Manifest, Skipped, load_manifest, write_manifest
+from export.parallel import (
+    JobResult,
+    WorkerData,
+    WorkerPool,
+    WorkerSetup,
+    group_jobs,
+    usable_cores,
+    worker_count,
+)
 from export.quant_report import with_size_ratio
 from export.verify import verify_artifact
 
@@ -38,6 +54,9 @@ log = logging.getLogger(__name__)
 
 _FORMAT_MODULES = {"torchscript": "export.torchscript", "executorch": "export.executorch_export",
                    "onnx": "export.onnx_export"}
+
+# ExportConfig fields that change how the export runs, not what it writes.
+_EXECUTION_SETTINGS = frozenset({"jobs"})
 
 
 @dataclass(frozen=True)
@@ -107,35 +126,29 @@ def export_all(checkpoint_path: str | os.PathLike[str], out_dir: str | os.PathLi
     _prepare_out_dir(out_dir, checkpoint_sha, checkpoint.arch, config)
     jobs, skipped = plan_jobs(config)
     emit(ExportEvent("plan", "export", total_steps=len(jobs)))
+    groups = group_jobs(jobs)
+    workers = worker_count(config.jobs, len(groups), usable_cores())
+    with contextlib.ExitStack() as stack:
+        staging = Path(tempfile.mkdtemp(prefix=".emobench-staging-", dir=out_dir))
+        stack.callback(shutil.rmtree, staging, ignore_errors=True)  # last: after the workers have stopped
+        pool = None
+        if workers > 1:  # started now, so the workers import torch and build the model while the images load
+            pool = stack.enter_context(WorkerPool(_worker_setup(checkpoint_path, config, workers), workers=workers))
+            pool.start()
+        verification = _load_verification(checkpoint, config)
+        calibration = _load_calibration(checkpoint, config) if config.needs_calibration else None
+        model = checkpoint.build_model()
+        eager_logits = _eager_logits(model, verification)
 
-    verification = _load_verification(checkpoint, config)
-    calibration = _load_calibration(checkpoint, config) if config.needs_calibration else None
-    model = checkpoint.build_model()
-    eager_logits = _eager_logits(model, verification)
-
-    artifacts: list[Artifact] = []
-    failures: list[Failure] = []
-    staging = Path(tempfile.mkdtemp(prefix=".emobench-staging-", dir=out_dir))
-    try:
-        ctx = ExportContext(checkpoint=checkpoint, model=model, config=config, staging_dir=staging,
-                            calibration=calibration)
-        for fmt, precision, mode in jobs:
-            label = f"{fmt} {precision}" + (f"-{mode}" if mode else "")
-            emit(ExportEvent("start", label, total_steps=len(jobs)))
-            started = time.perf_counter()
-            try:
-                done = _export_and_verify(ctx, fmt, precision, mode, verification, eager_logits, out_dir)
-            except Exception as exc:  # noqa: BLE001 - any exporter failure is recorded; the other formats go on
-                reason = f"{type(exc).__name__}: {_one_line(exc)}"
-                log.error("%s failed: %s", label, reason)
-                log.debug("%s failed", label, exc_info=True)
-                failures.append(Failure(fmt, precision, mode, error=reason))
-                emit(ExportEvent("done", label, ok=False, seconds=time.perf_counter() - started, message=reason))
-                continue
-            artifacts.extend(done)
-            emit(ExportEvent("done", label, ok=True, seconds=time.perf_counter() - started))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        recorder = _JobRecorder(jobs, out_dir, emit)
+        if pool is None:  # everything in this process, one job after another
+            ctx = ExportContext(checkpoint=checkpoint, model=model, config=config, staging_dir=staging,
+                                calibration=calibration)
+            _export_in_process(ctx, jobs, verification, eager_logits, recorder)
+        else:
+            pool.run(jobs, groups, WorkerData(verification, eager_logits, calibration), staging_dir=staging,
+                     on_start=recorder.start, on_result=recorder.finish)
+    artifacts, failures = recorder.in_plan_order()
 
     manifest = Manifest(
         folder=out_dir,
@@ -160,10 +173,85 @@ def export_all(checkpoint_path: str | os.PathLike[str], out_dir: str | os.PathLi
     return manifest
 
 
-def _export_and_verify(ctx: ExportContext, fmt: str, precision: str, mode: str | None, verification: ImageSet,
-                       eager_logits, out_dir: Path) -> list[Artifact]:
+def _export_in_process(ctx: ExportContext, jobs: list[tuple[str, str, str | None]], verification: ImageSet,
+                       eager_logits: np.ndarray, recorder: _JobRecorder) -> None:
+    for index, (fmt, precision, mode) in enumerate(jobs):
+        recorder.start(index)
+        try:
+            staged = export_verified(ctx, fmt, precision, mode, verification, eager_logits)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure is recorded; the other formats go on
+            log.debug("%s failed", recorder.label(index), exc_info=True)
+            recorder.finish(index, JobResult(error=failure_reason(exc)))
+            continue
+        recorder.finish(index, JobResult(staged=tuple(staged)))
+
+
+def _worker_setup(checkpoint_path: Path, config: ExportConfig, workers: int) -> WorkerSetup:
+    threads = max(1, usable_cores() // workers)
+    log.info("exporting in %d worker processes (%d torch thread(s) each)", workers, threads)
+    return WorkerSetup(checkpoint_path=checkpoint_path.resolve(), config=config, threads=threads,
+                       log_level=logging.getLogger().getEffectiveLevel(),
+                       export_log_level=logging.getLogger("export").level, quiet=quiet.quiet())
+
+
+class _JobRecorder:
+    """Progress events and results of the jobs, kept in plan order whatever order they finish in.
+
+    ``finish`` moves a job's verified files from staging into the output folder (``os.replace``);
+    a failure there is the job's failure, as any exporter or verification error is.
+    """
+
+    def __init__(self, jobs: list[tuple[str, str, str | None]], out_dir: Path, emit: EventCallback) -> None:
+        self.jobs = jobs
+        self.out_dir = out_dir
+        self.emit = emit
+        self.started: dict[int, float] = {}
+        self.artifacts: dict[int, list[Artifact]] = {}
+        self.failures: dict[int, Failure] = {}
+
+    def label(self, index: int) -> str:
+        fmt, precision, mode = self.jobs[index]
+        return f"{fmt} {precision}" + (f"-{mode}" if mode else "")
+
+    def start(self, index: int) -> None:
+        self.emit(ExportEvent("start", self.label(index), total_steps=len(self.jobs)))
+        self.started[index] = time.perf_counter()
+
+    def finish(self, index: int, result: JobResult) -> None:
+        label = self.label(index)
+        reason = result.error
+        if reason is None:
+            try:
+                self.artifacts[index] = _move_into_place(list(result.staged), self.out_dir)
+            except Exception as exc:  # noqa: BLE001 - recorded like an exporter failure
+                log.debug("%s failed", label, exc_info=True)
+                reason = failure_reason(exc)
+        seconds = time.perf_counter() - self.started.get(index, time.perf_counter())
+        if reason is not None:
+            log.error("%s failed: %s", label, reason)
+            fmt, precision, mode = self.jobs[index]
+            self.failures[index] = Failure(fmt, precision, mode, error=reason)
+            self.emit(ExportEvent("done", label, ok=False, seconds=seconds, message=reason))
+        else:
+            self.emit(ExportEvent("done", label, ok=True, seconds=seconds))
+
+    def in_plan_order(self) -> tuple[list[Artifact], list[Failure]]:
+        artifacts = [a for i in sorted(self.artifacts) for a in self.artifacts[i]]
+        return artifacts, [self.failures[i] for i in sorted(self.failures)]
+
+
+def export_verified(ctx: ExportContext, fmt: str, precision: str, mode: str | None, verification: ImageSet,
+                    eager_logits: np.ndarray) -> list[Artifact]:
+    """Export one job into ``ctx.staging_dir`` and verify each of its files in its runtime (in this process).
+
+    Raises:
+        Exception: what the exporter raises; ``ParityError`` for an FP32 file beyond the tolerance.
+    """
     staged = format_module(fmt).export(ctx, precision, mode)
-    verified = [a.with_(parity=verify_artifact(a, verification, eager_logits, ctx.config)) for a in staged]
+    return [a.with_(parity=verify_artifact(a, verification, eager_logits, ctx.config)) for a in staged]
+
+
+def _move_into_place(verified: list[Artifact], out_dir: Path) -> list[Artifact]:
     final = []
     for artifact in verified:  # every file of this job passed: move them into place
         target = out_dir / artifact.path.name
@@ -173,6 +261,11 @@ def _export_and_verify(ctx: ExportContext, fmt: str, precision: str, mode: str |
             os.replace(artifact.path.parent / etrecord["path"], out_dir / etrecord["path"])
         final.append(artifact.with_(path=target))
     return final
+
+
+def failure_reason(exc: BaseException) -> str:
+    """How a failed job appears in ``manifest.failures``: the exception's type and first line."""
+    return f"{type(exc).__name__}: {_one_line(exc)}"
 
 
 def _with_size_ratios(artifacts: list[Artifact]) -> list[Artifact]:
@@ -195,7 +288,8 @@ def _prepare_out_dir(out_dir: Path, checkpoint_sha: str, arch: str, config: Expo
     if manifest_path.exists():
         with contextlib.suppress(ManifestError):
             old = load_manifest(manifest_path)
-    same = old is not None and old.checkpoint.get("sha256") == checkpoint_sha and dict(old.config) == config.to_dict()
+    same = old is not None and old.checkpoint.get("sha256") == checkpoint_sha \
+        and _output_settings(old.config) == _output_settings(config.to_dict())
     if old is None and not manifest_path.exists() and all(_is_artifact_name(p, arch) for p in entries):
         same = True  # files an interrupted export of this model left (never listed by a manifest)
     if not same and not config.overwrite:
@@ -211,6 +305,11 @@ def _prepare_out_dir(out_dir: Path, checkpoint_sha: str, arch: str, config: Expo
             etrecord = artifact.details.get("etrecord")
             if etrecord:
                 (out_dir / etrecord["path"]).unlink(missing_ok=True)
+
+
+def _output_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that decide what the files are: how many worker processes made them does not."""
+    return {k: v for k, v in config.items() if k not in _EXECUTION_SETTINGS}
 
 
 def _is_artifact_name(path: Path, arch: str) -> bool:
