@@ -151,9 +151,12 @@ class _DemoDisplay:
 @click.option("--min-accuracy", type=click.FloatRange(0.0, None), default=None,
               help="The bar on the seen test accuracy, a fraction (default 0.40; 0 with --quick). "
                    "Below it the demo exits 1.")
+@click.option("--qat/--no-qat", default=None,
+              help="Also run quantization-aware training and benchmark its int8-qat artifacts (a few minutes more; "
+                   "default: off, on with --quick).")
 def demo(out_dir: Path, devices: tuple[str, ...], fresh: bool, quick: bool, no_virtual_device: bool,
-         adb_key: Path | None, runner: Path | None, min_accuracy: float | None) -> None:
-    """Run the whole mission on the built-in sample: data, training, evaluation, export, ablation, report.
+         adb_key: Path | None, runner: Path | None, min_accuracy: float | None, qat: bool | None) -> None:
+    """Run the whole mission on the built-in sample: data, training, evaluation, (QAT,) export, ablation, report.
 
     Exits 1 (after printing the report's path) when the ablation run is not complete (failed cells, a
     target that stopped) or the seen test accuracy is below the demo's bar.
@@ -164,6 +167,8 @@ def demo(out_dir: Path, devices: tuple[str, ...], fresh: bool, quick: bool, no_v
                                "adb_key": adb_key, "runner": runner}
     if min_accuracy is not None:
         changes["min_test_accuracy"] = min_accuracy
+    if qat is not None:
+        changes["qat"] = qat
     cfg = DemoConfig.quick_config(out_dir, **changes) if quick else DemoConfig(out_dir=out_dir, **changes)
     display = _DemoDisplay()
     try:

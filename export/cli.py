@@ -22,6 +22,14 @@ def _csv(allowed: tuple[str, ...]):
     return convert
 
 
+def _jobs(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r}: give a number >= 1 or auto")
+    return int(value)
+
+
 _MODE_WORDS = ("dynamic", "static", "mixed", "qat", "both", "all", "auto")
 
 
@@ -75,8 +83,9 @@ def _expand_int8_modes(words: tuple[str, ...], *, is_qat: bool) -> tuple[str, ..
 @click.option("--min-int8-agreement", type=float, default=0.9, show_default=True,
               help="Warn when an INT8 artifact's top-1 agreement with eager FP32 is below this.")
 @click.option("--overwrite", is_flag=True, help="Replace a different export already in --out.")
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Worker processes (default: auto, one per core up to one per format; 1 = in this process).")
+@click.option("--jobs", default="1", show_default=True, callback=lambda c, p, v: _jobs(v),
+              help="Worker processes exporting formats in parallel: N, or auto (one per core, up to one per "
+                   "format); 1 = in this process.")
 def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | None, formats, precisions,
                    int8_mode: tuple[str, ...], calibration_data: Path | None, calibration_images: int | None,
                    calibration_observer: str | None, target_agreement: float, sensitivity: bool,

@@ -56,14 +56,22 @@ def test_quick_demo_runs_every_stage(quick_demo):
     assert flags == {"host-cpu": 0, virtual[0]: 1}
     assert versions["runner"] == "native" and len(versions["runner_sha256"]) == 64  # emobench's native runner ran
     assert result.run_status == "complete" and not result.run_message
-    assert {(t, s): n for t, s, n in cells} == {("host-cpu", "ok"): cfg.experiments * 3,
-                                                (virtual[0], "ok"): cfg.experiments * 2}
+    # eager + ExecuTorch FP32, INT8 dynamic and INT8 QAT on the host; the three .pte files on the device
+    assert {(t, s): n for t, s, n in cells} == {("host-cpu", "ok"): cfg.experiments * 4,
+                                                (virtual[0], "ok"): cfg.experiments * 3}
     assert status == "complete"
     page = result.report_html.read_text()
     assert "(VIRTUAL)" in page and "is a VIRTUAL device" in page
     # the printed summary: one row per (target, model) that ran
     assert {(row[0], row[1]) for row in result.summary} >= {("host-cpu", "eager-fp32"),
-                                                            (f"{virtual[0]} (VIRTUAL)", "executorch-int8-dynamic")}
+                                                            (f"{virtual[0]} (VIRTUAL)", "executorch-int8-dynamic"),
+                                                            (f"{virtual[0]} (VIRTUAL)", "executorch-int8-qat")}
+    # the QAT stage ran from the trained model, and the export read its checkpoint
+    qat_marker = json.loads((cfg.out_dir / "qat" / ".stage.json").read_text())["result"]
+    assert 0.0 <= qat_marker["agreement"] <= 1.0 and qat_marker["epochs"] == 1
+    manifest = json.loads(result.manifest.read_text())
+    qat_artifact = next(a for a in manifest["artifacts"] if a.get("mode") == "qat")
+    assert qat_artifact["details"]["qat"]["init_from"] == str(result.checkpoint.resolve())
 
 
 def test_demo_cli_prints_summary_and_report_path(quick_demo):
@@ -101,7 +109,7 @@ def test_rerun_reuses_finished_stages(quick_demo):
     events = []
     third = run_demo(changed, on_event=events.append)
     assert [e.stage for e in events if e.kind == "stage-start"] == ["ablation", "report"]
-    assert third.reused == ("data", "train", "evaluate", "export") and third.run_id != first.run_id
+    assert third.reused == ("data", "train", "evaluate", "qat", "export") and third.run_id != first.run_id
 
 
 def test_demo_whose_ablation_ended_partial_exits_1_after_the_report(quick_demo, monkeypatch):

@@ -77,6 +77,8 @@ def test_qat_trains_from_the_fp32_run_and_writes_a_qat_checkpoint(fp32_run, qat_
     assert result.run_dir == out / "qat" / "q-test_efficientnet"
     assert [set(row) >= {"val_agreement", "val_accuracy"} for row in result.history] == [True, True]
     assert 0.0 <= result.metrics["agreement"] <= 1.0 and result.metrics["qat"]["epochs"] == 2
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["phase"] == "qat" and metrics["agreement"] == result.metrics["agreement"]
     ckpt = load_checkpoint(result.checkpoint_path)
     assert ckpt.qat is not None and ckpt.qat["init_from"] == str(fp32_run.checkpoint_path.resolve())
     assert ckpt.qat["settings"]["freeze_observers_after"] == 1
@@ -140,12 +142,6 @@ def test_cli_train_qat_dry_run_and_export_refuses_qat_for_an_fp32_checkpoint(fp3
     res = runner.invoke(cli, ["export", str(fp32_run.checkpoint_path), "--out", str(tmp_path / "e"),
                               "--int8-mode", "dynamic,fast"])
     assert res.exit_code == 2 and "fast" in res.output
-
-
-def test_metrics_json_of_a_qat_run_reports_agreement(fp32_run, tmp_path):
-    result = train(_qat_config(fp32_run, tmp_path, run_name="m", qat={"epochs": 1}))
-    metrics = json.loads((result.run_dir / "metrics.json").read_text())
-    assert metrics["phase"] == "qat" and "agreement" in metrics and metrics["qat"]["init_from"]
 
 
 def test_export_of_a_qat_run_adds_verified_int8_qat_artifacts(qat_run, tiny_sample, tmp_path):
