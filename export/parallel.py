@@ -13,7 +13,7 @@ worker imports anything, ``torch.set_num_threads`` after). Each worker loads the
 path, builds the model once, and receives the already-loaded verification and calibration images and
 the eager logits from the parent (pickling the arrays is cheaper than decoding the images again).
 It then exports each job of a group into the group's own staging folder and verifies it in the
-artifact's runtime, exactly as the in-process path does (``export.pipeline.export_verified``).
+artifact's runtime, exactly as the in-process path does (``export.jobs.export_verified``).
 
 The parent owns everything a user sees: progress events, log records (forwarded from the workers),
 moving verified files into place and the manifest. A worker that dies (segfault, OOM kill) fails the
@@ -45,6 +45,7 @@ from export.artifact import Artifact
 from export.config import ExportConfig
 from export.data import ImageSet
 from export.errors import ExportError
+from export.jobs import export_verified, failure_reason, format_module
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,6 @@ def group_key(job: Job) -> str:
     Splitting a group is never wrong (each worker builds what it lacks), only slower when it builds a
     shared intermediate twice; so a job the rules do not know (a new mode) gets a group of its own.
     """
-    from export.pipeline import format_module
-
     fmt, precision, mode = job
     grouping = getattr(format_module(fmt), "parallel_group", None)
     if callable(grouping):
@@ -303,12 +302,12 @@ class WorkerPool:
         worker.conn.close()
         if worker.running is not None:
             label = job_label(self.jobs[worker.running])
-            reason = _reason(WorkerDiedError(f"the export worker process died ({how}) while exporting {label}"))
+            reason = failure_reason(WorkerDiedError(f"the export worker process died ({how}) while exporting {label}"))
             self.last_death = reason
             worker.group.remove(worker.running)
             self.on_result(worker.running, JobResult(error=reason))
         elif not self.last_death:
-            self.last_death = _reason(WorkerDiedError(f"an export worker process died ({how}) before its first job"))
+            self.last_death = failure_reason(WorkerDiedError(f"an export worker process died ({how}) before its first job"))
         if worker.group:  # the rest of its group: a fresh worker rebuilds what they share
             self.pending.appendleft(list(worker.group))
         if worker.running is not None and self.pending and len(self.workers) < self.target_workers:
@@ -317,7 +316,7 @@ class WorkerPool:
             log.error("export worker pid %s ended before it was ready (%s)", worker.process.pid, how)
 
     def _fail_pending(self) -> None:
-        reason = self.last_death or _reason(WorkerDiedError("no export worker process could start"))
+        reason = self.last_death or failure_reason(WorkerDiedError("no export worker process could start"))
         while self.pending:
             for index in self.pending.popleft():
                 self.on_start(index)
@@ -356,12 +355,6 @@ def _exit_description(exitcode: int | None) -> str:
         except ValueError:
             return f"killed by signal {-exitcode}"
     return f"exit status {exitcode}"
-
-
-def _reason(exc: BaseException) -> str:
-    from export.pipeline import failure_reason
-
-    return failure_reason(exc)
 
 
 @contextlib.contextmanager
@@ -410,7 +403,7 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
         checkpoint = load_checkpoint(setup.checkpoint_path)
         model = checkpoint.build_model()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the jobs with it
-        channel.send(("fatal", _reason(exc)))
+        channel.send(("fatal", failure_reason(exc)))
         return
     channel.send(("ready",))
     data: WorkerData | None = None
@@ -431,7 +424,6 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
 def _run_group(channel: _Channel, setup: WorkerSetup, data: WorkerData, checkpoint: Any, model: Any,
                group_dir: Path, group: list[tuple[int, Job]]) -> None:
     from export.context import ExportContext
-    from export.pipeline import export_verified, failure_reason
 
     pipeline_log = logging.getLogger("export.pipeline")
     ctx = ExportContext(checkpoint=checkpoint, model=model, config=setup.config, staging_dir=group_dir,

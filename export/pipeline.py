@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib
 import logging
 import os
 import shutil
@@ -25,7 +24,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,6 +35,7 @@ from export.config import ExportConfig
 from export.context import ExportContext
 from export.data import ImageSet, load_image_set
 from export.errors import ExportConfigError, ManifestError, OutputFolderError, VerificationDataError
+from export.jobs import export_verified, failure_reason, format_module
 from export.manifest import MANIFEST_NAME, Failure, Manifest, Skipped, load_manifest, write_manifest
 from export.parallel import (
     JobResult,
@@ -48,12 +47,8 @@ from export.parallel import (
     worker_count,
 )
 from export.quant_report import with_size_ratio
-from export.verify import verify_artifact
 
 log = logging.getLogger(__name__)
-
-_FORMAT_MODULES = {"torchscript": "export.torchscript", "executorch": "export.executorch_export",
-                   "onnx": "export.onnx_export"}
 
 # ExportConfig fields that change how the export runs, not what it writes.
 _EXECUTION_SETTINGS = frozenset({"jobs"})
@@ -72,11 +67,6 @@ class ExportEvent:
 
 
 EventCallback = Callable[[ExportEvent], None]
-
-
-def format_module(fmt: str) -> ModuleType:
-    """The module that exports ``fmt`` (each has ``FORMAT``, ``MODES`` and ``export(ctx, precision, mode)``)."""
-    return importlib.import_module(_FORMAT_MODULES[fmt])
 
 
 def plan_jobs(config: ExportConfig) -> tuple[list[tuple[str, str, str | None]], list[Skipped]]:
@@ -240,17 +230,6 @@ class _JobRecorder:
         return artifacts, [self.failures[i] for i in sorted(self.failures)]
 
 
-def export_verified(ctx: ExportContext, fmt: str, precision: str, mode: str | None, verification: ImageSet,
-                    eager_logits: np.ndarray) -> list[Artifact]:
-    """Export one job into ``ctx.staging_dir`` and verify each of its files in its runtime (in this process).
-
-    Raises:
-        Exception: what the exporter raises; ``ParityError`` for an FP32 file beyond the tolerance.
-    """
-    staged = format_module(fmt).export(ctx, precision, mode)
-    return [a.with_(parity=verify_artifact(a, verification, eager_logits, ctx.config)) for a in staged]
-
-
 def _move_into_place(verified: list[Artifact], out_dir: Path) -> list[Artifact]:
     final = []
     for artifact in verified:  # every file of this job passed: move them into place
@@ -261,11 +240,6 @@ def _move_into_place(verified: list[Artifact], out_dir: Path) -> list[Artifact]:
             os.replace(artifact.path.parent / etrecord["path"], out_dir / etrecord["path"])
         final.append(artifact.with_(path=target))
     return final
-
-
-def failure_reason(exc: BaseException) -> str:
-    """How a failed job appears in ``manifest.failures``: the exception's type and first line."""
-    return f"{type(exc).__name__}: {_one_line(exc)}"
 
 
 def _with_size_ratios(artifacts: list[Artifact]) -> list[Artifact]:
@@ -376,12 +350,6 @@ def _versions() -> dict[str, str]:
 
             out[dist] = version(dist)
     return out
-
-
-def _one_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or repr(exc)
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:500]
 
 
 def find_latest_checkpoint(runs_dir: str | os.PathLike[str]) -> Path:
