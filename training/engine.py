@@ -104,14 +104,16 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn
         x = lam * x + (1 - lam) * x[perm]
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
         logits = model(x)
+
+        def label_loss() -> torch.Tensor:  # the labels' loss, mixed as the inputs were
+            return criterion(logits, y) if not mixing else lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm])
+
         if teacher is not None and distill is not None:
             with torch.no_grad():
                 teacher_logits = teacher(x)
-            loss = (distillation_loss(logits, teacher_logits, y, criterion, distill) if not mixing else
-                    lam * distillation_loss(logits, teacher_logits, y, criterion, distill)
-                    + (1 - lam) * distillation_loss(logits, teacher_logits, y[perm], criterion, distill))
+            loss = distillation_loss(logits, teacher_logits, label_loss, distill)
         else:
-            loss = criterion(logits, y) if not mixing else lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm])
+            loss = label_loss()
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if config.grad_clip_norm:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import collections
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,9 +228,13 @@ def build_qat_model(fp32_model: nn.Module, input_shape: tuple[int, int, int],
     return qat
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-                      criterion: nn.Module, settings: QatSettings) -> torch.Tensor:
-    """``w`` x T^2 x KL(softmax(teacher / T) || softmax(student / T)) + ``(1 - w)`` x criterion(student, y)."""
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      label_loss: Callable[[], torch.Tensor], settings: QatSettings) -> torch.Tensor:
+    """``w`` x T^2 x KL(softmax(teacher / T) || softmax(student / T)) + ``(1 - w)`` x ``label_loss()``.
+
+    The teacher saw the same (mixed) batch, so the distillation term is computed once; ``label_loss``
+    (the labels' loss, mixup applied) is only evaluated when ``w < 1``.
+    """
     t = settings.temperature
     w = settings.distill_weight
     student = nn.functional.log_softmax(student_logits.float() / t, dim=1)
@@ -238,7 +242,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     kd = nn.functional.kl_div(student, teacher, reduction="batchmean", log_target=True) * (t * t)
     if w >= 1:
         return kd
-    return w * kd + (1 - w) * criterion(student_logits, targets)
+    return w * kd + (1 - w) * label_loss()
 
 
 def agreement(predictions: list[int], reference: list[int]) -> float:
