@@ -135,7 +135,7 @@ def run(*, quick: bool) -> list[Figure]:
         seen = load_image_set(rafdb, split="test", count=10**6, spec=ckpt.input_spec, purpose="bench")
         unseen = load_image_set(custom, split="all", count=10**6, spec=ckpt.input_spec, purpose="bench")
         # the export's own default (128): 256 demo training images include activation outliers that
-        # collapse min/max and histogram calibration (docs/export.md, "Known weakness")
+        # collapse min/max and histogram calibration (docs/export.md, "Why the default observer is auto")
         calibration_images = 16 if quick else ExportConfig().calibration_images
         jobs = (None, *PTQ_METHODS)
         started = time.perf_counter()

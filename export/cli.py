@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from export.config import CALIBRATION_OBSERVERS
+
 
 def _csv(allowed: tuple[str, ...]):
     def convert(ctx, param, value: str | None):
@@ -67,8 +69,9 @@ def _expand_int8_modes(words: tuple[str, ...], *, is_qat: bool) -> tuple[str, ..
               help="Dataset root to calibrate static INT8 on (its training split).")
 @click.option("--calibration-images", type=int, default=None,
               help="Images for calibration (default: ExportConfig's, chosen by measurement; see docs/export.md).")
-@click.option("--calibration-observer", type=click.Choice(["minmax", "moving_average", "histogram", "percentile"]),
-              default=None, help="How static/mixed INT8 picks activation ranges (default: ExportConfig's).")
+@click.option("--calibration-observer", type=click.Choice(list(CALIBRATION_OBSERVERS)), default=None,
+              help="How static/mixed INT8 picks activation ranges; auto (the default) tries every observer and "
+                   "keeps the one whose INT8 model agrees best with FP32 on the calibration images.")
 @click.option("--target-agreement", type=float, default=0.99, show_default=True,
               help="mixed: keep sensitive layer groups FP32 until top-1 agreement with FP32 on the calibration "
                    "images reaches this.")

@@ -11,7 +11,7 @@ from export.errors import ExportConfigError
 FORMATS: tuple[str, ...] = ("torchscript", "executorch", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 INT8_MODES: tuple[str, ...] = ("dynamic", "static", "mixed", "qat")
-CALIBRATION_OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "histogram", "percentile")
+CALIBRATION_OBSERVERS: tuple[str, ...] = ("auto", "minmax", "moving_average", "histogram", "percentile")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class ExportConfig:
         int8_min_agreement: below this top-1 agreement with eager an INT8 artifact gets a warning.
         overwrite: replace a different export already in the output folder.
         calibration_observer: how static/mixed INT8 picks activation ranges (``CALIBRATION_OBSERVERS``,
-            see ``export.calibration``).
+            see ``export.calibration``); ``auto`` calibrates with each observer and keeps the one whose
+            INT8 model agrees best with FP32 on the calibration images (``export.sensitivity.choose_observer``).
         target_agreement: ``mixed`` INT8 keeps the most sensitive layer groups FP32 until its top-1
             agreement with FP32 on the calibration images reaches this.
         max_fp32_layer_share: ``mixed`` never leaves more than this share of the weight layers FP32.
@@ -60,7 +61,7 @@ class ExportConfig:
     fp32_max_abs_diff: float = 1e-3
     int8_min_agreement: float = 0.9
     overwrite: bool = False
-    calibration_observer: str = "histogram"
+    calibration_observer: str = "auto"  # measured per model: no one observer is safe (docs/export.md)
     target_agreement: float = 0.99
     max_fp32_layer_share: float = 0.10
     max_fp32_weight_share: float = 0.03

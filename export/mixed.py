@@ -5,7 +5,8 @@
 
 - ``dynamic``: per-channel INT8 weights, activations quantized at run time (no calibration);
 - ``static``: per-channel INT8 weights, activation ranges from ``config.calibration_observer`` on
-  ``config.calibration_images`` training images;
+  ``config.calibration_images`` training images (``auto``, the default: every observer tried, the one
+  whose INT8 model agrees best with FP32 on those images kept, all trials in the details);
 - ``mixed``: ``static``, except the layer groups whose quantization changes the answers most stay FP32,
   added one at a time (most sensitive first) until top-1 agreement with FP32 on the calibration
   images reaches ``config.target_agreement`` (see ``export.sensitivity``);
@@ -77,9 +78,13 @@ def quantize_for_mode(ctx: ExportContext, graph_module: Any, mode: str | None) -
     observer = config.calibration_observer
     ctx.calibration_batches()  # raises before any work when no calibration data was given
     images = _calibration_images(ctx)
-    prepared = _calibrated(ctx, images)
-    details: dict[str, Any] = {"calibration": {"observer": observer, "images": int(images.shape[0]),
-                                               "split": config.calibration_split}}
+    prepared, choice = _calibrated(ctx, images)
+    calibration: dict[str, Any] = {"observer": observer, "images": int(images.shape[0]),
+                                   "split": config.calibration_split}
+    if choice is not None:
+        observer = choice.observer
+        calibration = {**calibration, "observer": observer, "requested": "auto", **choice.to_dict()}
+    details: dict[str, Any] = {"calibration": calibration}
     ranking = _ranking(ctx, prepared, images) if (mode == "mixed" or config.sensitivity) else None
     if ranking is not None:
         details["sensitivity"] = {"measured_on": "calibration images", "images": int(images.shape[0]),
@@ -136,10 +141,20 @@ def _calibration_images(ctx: ExportContext) -> np.ndarray:
     return ctx.calibration.images
 
 
-def _calibrated(ctx: ExportContext, images: np.ndarray):
-    """The calibrated (prepared) model, shared by the static and mixed artifacts of one export."""
+def _calibrated(ctx: ExportContext, images: np.ndarray) -> tuple[Any, sens.ObserverChoice | None]:
+    """The calibrated (prepared) model, shared by the static and mixed artifacts of one export.
+
+    With observer ``auto`` also the ``ObserverChoice`` that picked it (None for a named observer).
+    """
     if _CALIBRATED_KEY not in ctx.cache:
-        ctx.cache[_CALIBRATED_KEY] = cal.calibrate(ctx.model, images, observer=ctx.config.calibration_observer)
+        observer = ctx.config.calibration_observer
+        if observer == "auto":
+            choice = sens.choose_observer(ctx.model, images)
+            log.info("calibration observer auto: %s (%s)", choice.observer, ", ".join(
+                f"{t.observer} {t.top1_agreement:.3f}" for t in choice.trials))
+            ctx.cache[_CALIBRATED_KEY] = (choice.prepared, choice)
+        else:
+            ctx.cache[_CALIBRATED_KEY] = (cal.calibrate(ctx.model, images, observer=observer), None)
     return ctx.cache[_CALIBRATED_KEY]
 
 

@@ -91,4 +91,33 @@ def test_export_config_checks_observer_and_targets():
     with pytest.raises(ExportConfigError, match="target_agreement"):
         ExportConfig(target_agreement=1.5)
     assert ExportConfig(int8_modes=("mixed",), calibration_data=None).needs_calibration
-    assert ExportConfig().to_dict()["calibration_observer"] == "histogram"
+    assert ExportConfig().to_dict()["calibration_observer"] == "auto"
+
+
+def test_auto_observer_measures_every_observer_and_keeps_the_one_that_agrees_best():
+    """One image 300x brighter than the rest stretches min/max and histogram ranges: auto must not pick them."""
+    import torch
+    from torch import nn
+
+    from export import sensitivity as sens
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 5)).eval()
+    images = np.random.default_rng(0).normal(size=(128, 3, 16, 16)).astype(np.float32)
+    images[100] *= 300
+    choice = sens.choose_observer(model, images)
+    trials = {t.observer: t for t in choice.trials}
+    assert set(trials) == set(cal.OBSERVERS)
+    assert choice.observer == choice.trials[0].observer
+    assert [t.top1_agreement for t in choice.trials] == sorted((t.top1_agreement for t in choice.trials), reverse=True)
+    assert trials[choice.observer].top1_agreement > trials["minmax"].top1_agreement + 0.1
+    assert choice.observer not in ("minmax", "histogram")
+    # the calibrated model handed back is the chosen observer's: converting it reproduces its agreement
+    with torch.no_grad():
+        fp32 = model(torch.from_numpy(images)).numpy()
+    agreement, _, _ = sens.divergence(fp32, cal.run_graph(cal.convert(choice.prepared), images))
+    assert agreement == trials[choice.observer].top1_agreement
+    record = choice.to_dict()
+    assert [t["observer"] for t in record["trials"]] == [t.observer for t in choice.trials]
+    assert "agreement" in record["chosen_by"]

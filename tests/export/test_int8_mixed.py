@@ -116,12 +116,17 @@ def test_export_command_mixed_with_sensitivity_prints_the_ranking(tmp_path, tiny
     result = CliRunner().invoke(cli, [
         "export", str(tiny_checkpoint), "--out", str(out), "--formats", "executorch", "--precisions", "int8",
         "--int8-mode", "mixed", "--calibration-data", str(tiny_sample["rafdb"]), "--calibration-images", "4",
-        "--calibration-observer", "minmax", "--eval-images", "4", "--sensitivity", "--target-agreement", "0.5",
+        "--eval-images", "4", "--sensitivity", "--target-agreement", "0.5",
     ])
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out, verify_files=True)
     (mixed,) = manifest.artifacts
-    assert mixed.mode == "mixed" and mixed.details["calibration"]["observer"] == "minmax"
+    # the default observer, auto: every observer tried, the best one's name and all trials recorded
+    calibration = mixed.details["calibration"]
+    assert mixed.mode == "mixed" and calibration["requested"] == "auto" and manifest.config["calibration_observer"] == "auto"
+    assert calibration["observer"] == calibration["trials"][0]["observer"]
+    assert {t["observer"] for t in calibration["trials"]} == {"minmax", "moving_average", "histogram", "percentile"}
+    assert f"{calibration['observer']} observer" in mixed.quantization.method
     assert manifest.config["target_agreement"] == 0.5
     assert "quantization sensitivity" in result.output and "conv_stem" in result.output
     assert f"agreement on the calibration images {100 * mixed.details['mixed']['reached_agreement']:.1f}%" \
