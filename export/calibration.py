@@ -3,12 +3,9 @@
 ``XNNPACKQuantizer`` with per-channel symmetric INT8 weights is what ExecuTorch lowers to XNNPACK; what
 changes the model's answers is how the *activation* ranges are chosen from the calibration images:
 
-- ``minmax``: the widest range seen (``MinMaxObserver``): no clipping, coarsest steps;
-- ``moving_average``: the per-batch min/max averaged (``MovingAverageMinMaxObserver``, constant 0.01);
-- ``histogram``: the range that minimises the L2 quantization error of a 2048-bin histogram
-  (``HistogramObserver``, the quantizer's own default for static INT8);
-- ``percentile``: the 0.01th / 99.99th percentile of each batch, averaged over batches
-  (``PercentileObserver`` below): clips the rare extreme activations of SiLU/SE blocks.
+``minmax``, ``moving_average``, ``histogram`` (the quantizer's own default) or ``percentile``, defined in
+``training.quant_observers`` (QAT initialises its ranges with them too); the export's default, ``auto``,
+tries them all (``export.sensitivity.choose_observer``).
 
 ``layer_groups`` names the units that mixed precision and the sensitivity analysis switch between
 INT8 and FP32 (for timm's EfficientNet: the stem, each block ``blocks.i.j``, the head conv, the
@@ -27,69 +24,18 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from export.errors import ExportConfigError
+from training import quant_observers
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "histogram", "percentile")
+# The observers themselves live in training (QAT initialises its ranges with them too).
+OBSERVERS = quant_observers.OBSERVERS
 DEFAULT_OBSERVER = "histogram"
-PERCENTILE = 99.99
-# torch.quantile refuses inputs above 2**24 elements; a strided sample keeps the estimate cheap.
-_MAX_QUANTILE_ELEMENTS = 1 << 20
-
-
-def _percentile_observer_class() -> type:
-    from torchao.quantization.pt2e.observer import MinMaxObserver
-
-    class PercentileObserver(MinMaxObserver):
-        """Activation range = low/high percentile of each batch, averaged over the calibration batches.
-
-        Unlike min/max, a handful of extreme activations do not stretch the range (and the step size)
-        for every other value; unlike the histogram search it needs no per-batch re-binning.
-        """
-
-        def __init__(self, *args: Any, percentile: float = PERCENTILE, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.percentile = float(percentile)
-            self.batches = 0
-
-        def forward(self, x_orig):
-            import torch
-
-            if x_orig.numel() == 0:
-                return x_orig
-            x = x_orig.detach().to(self.min_val.dtype).flatten()
-            if x.numel() > _MAX_QUANTILE_ELEMENTS:
-                x = x[:: -(-x.numel() // _MAX_QUANTILE_ELEMENTS)]
-            q = torch.tensor([1.0 - self.percentile / 100.0, self.percentile / 100.0], dtype=x.dtype)
-            low, high = torch.quantile(x, q)
-            low, high = torch.minimum(low, x.new_zeros(())), torch.maximum(high, x.new_zeros(()))
-            n = self.batches
-            if n == 0:
-                self.min_val.resize_(low.shape).copy_(low)
-                self.max_val.resize_(high.shape).copy_(high)
-            else:  # running mean of the per-batch percentiles
-                self.min_val.copy_(self.min_val + (low - self.min_val) / (n + 1))
-                self.max_val.copy_(self.max_val + (high - self.max_val) / (n + 1))
-            self.batches = n + 1
-            return x_orig
-
-    PercentileObserver.__module__ = __name__
-    PercentileObserver.__qualname__ = "PercentileObserver"
-    return PercentileObserver
-
-
-_PERCENTILE_CLASS: type | None = None
-
-
-def percentile_observer_class() -> type:
-    """The ``PercentileObserver`` class (built lazily so importing this module needs no torchao)."""
-    global _PERCENTILE_CLASS
-    if _PERCENTILE_CLASS is None:
-        _PERCENTILE_CLASS = _percentile_observer_class()
-    return _PERCENTILE_CLASS
+PERCENTILE = quant_observers.PERCENTILE
+percentile_observer_class = quant_observers.percentile_observer_class
 
 
 def check_observer(observer: str) -> str:
@@ -100,18 +46,7 @@ def check_observer(observer: str) -> str:
 
 def activation_observer(observer: str):
     """The observer constructor for activations named ``observer`` (one of ``OBSERVERS``)."""
-    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
-
-    check_observer(observer)
-    eps = 2**-12  # the XNNPACK quantizer's own eps
-    if observer == "minmax":
-        return MinMaxObserver.with_args(eps=eps)
-    if observer == "moving_average":
-        return MovingAverageMinMaxObserver.with_args(eps=eps, averaging_constant=0.01)
-    if observer == "histogram":
-        return HistogramObserver.with_args(eps=eps)
-    percentile: Any = percentile_observer_class()
-    return percentile.with_args(eps=eps)
+    return quant_observers.activation_observer(check_observer(observer))
 
 
 def quantization_config(observer: str = DEFAULT_OBSERVER, *, qat: bool = False):

@@ -132,6 +132,7 @@ def quantized_qat(ctx: ExportContext) -> Quantized:
     settings = dict(qat.get("settings") or {})
     details = {"qat": {"settings": settings, "init_from": qat.get("init_from"),
                        "init_from_sha256": qat.get("init_from_sha256"), "quantizer": qat.get("quantizer"),
+                       "range_init": qat.get("range_init"),
                        "epochs_trained": ctx.checkpoint.raw.get("epoch")}}
     return Quantized(ctx.cache[_QAT_KEY], METHODS["qat"].format(epochs=settings.get("epochs", "?")), details)
 

@@ -55,7 +55,7 @@ from training.checkpoint import (
 )
 from training.config import ConfigError, TrainConfig, save_config
 from training.engine import EpochSums, Progress, reduce_sums, run_inference, train_one_epoch, validate
-from training.loaders import load_splits, make_loader, seed_all
+from training.loaders import DatasetView, load_splits, make_loader, seed_all
 from training.models import PHASE1_ARCHS, check_arch, create_model, reset_head
 from training.optim import Scheduler, create_optimizer, create_scheduler
 from training.preemption import REQUEUE_EXIT_CODE, TrainingPreempted, stop_on_signals, stop_requested
@@ -177,6 +177,29 @@ def _build_qat_models(config: TrainConfig, *, resuming: bool) -> tuple[QatModel,
     return student, teacher
 
 
+def _init_qat_ranges(student: QatModel, teacher: nn.Module, train_ds: DatasetView, val_ds: DatasetView,
+                     config: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """Calibrate the QAT graph's activation ranges on ``qat.init_images`` training images (eval transform).
+
+    The images are spread evenly over the train split and preprocessed like the validation images (no
+    augmentation), as export's static calibration does; every rank computes the same ranges.
+    """
+    from training.quant_observers import OBSERVERS
+
+    settings = config.qat
+    count = min(settings.init_images, len(train_ds))
+    chosen = [train_ds.indices[int(i * len(train_ds) / count)] for i in range(count)]
+    calibration = DatasetView(train_ds.base, chosen, val_ds.transform)
+    images = torch.stack([calibration[i][0] for i in range(len(calibration))]).to(device)
+    observers = OBSERVERS if settings.init_observer == "auto" else (settings.init_observer,)
+    started = time.perf_counter()
+    record = student.init_ranges(teacher, images, tuple(observers))
+    log.info("QAT ranges initialised by calibration: %s observer (%s), %d images, %.1f s", record["observer"],
+             ", ".join(f"{t['observer']} {t['top1_agreement']:.3f}" for t in record["trials"]), count,
+             time.perf_counter() - started)
+    return record
+
+
 def _classifier(model: nn.Module) -> Any:
     """The classification head of a timm model (``get_classifier`` is timm's, not ``nn.Module``'s)."""
     return cast(Any, model).get_classifier()
@@ -270,6 +293,9 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
         loop.teacher = teacher.to(device)
     if state is not None:
         loop.restore(state)
+    elif qat and config.qat.init_observer != "none":
+        loop.range_init = _init_qat_ranges(cast(QatModel, model), cast(nn.Module, loop.teacher), train_ds,
+                                           val_ds, config, device)
     if dist.enabled:
         if config.sync_batchnorm and device.type == "cuda":
             loop.model = nn.SyncBatchNorm.convert_sync_batchnorm(loop.model)
@@ -316,7 +342,8 @@ def _train(config: TrainConfig, dist: distributed.DistInfo,
         writer.close()
     metrics = loop.test(make_loader(test_ds, batch_size=config.batch_size * 2, shuffle=False, epoch=0, **loader_args))
     if qat:
-        metrics["qat"] = {**config.qat.to_dict(), "init_from": str(config.init_from), "quantizer": QUANTIZER}
+        metrics["qat"] = {**config.qat.to_dict(), "range_init": loop.range_init, "init_from": str(config.init_from),
+                          "quantizer": QUANTIZER}
     metrics.update({
         "split": config.test_split, "arch": config.arch, "phase": config.phase,
         "data_root": str(config.data_root), "image_size": config.image_size, "best_epoch": loop.best_epoch,
@@ -363,6 +390,7 @@ class _Loop:
     bad_epochs: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     teacher: nn.Module | None = None  # QAT: the FP32 model whose answers the student learns
+    range_init: dict[str, Any] | None = None  # QAT: how the activation ranges were calibrated
     _teacher_preds: dict[int, list[int]] = field(default_factory=dict)
 
     def teacher_predictions(self, loader: DataLoader) -> list[int] | None:
@@ -390,6 +418,7 @@ class _Loop:
         self.best_metric, self.best_epoch = state.get("best_metric"), int(state.get("best_epoch", -1))
         self.bad_epochs = int(state.get("epochs_without_improvement") or 0)
         self.rng_state = state.get("torch_rng_state")
+        self.range_init = (state.get("qat") or {}).get("range_init")
         if (self.run_dir / BEST_CHECKPOINT).is_file():
             self.best_state = dict(load_checkpoint(self.run_dir / BEST_CHECKPOINT).model_state)
         log.info("resuming %s at epoch %d, step %d", self.run_dir, self.start_epoch + 1, self.start_step)
@@ -420,7 +449,8 @@ class _Loop:
         init = Path(str(self.config.init_from))
         init_file = latest_checkpoint(init) if init.is_dir() else init
         return {"fp32_model_state": {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()},
-                "qat": {"settings": self.config.qat.to_dict(), "init_from": str(init_file),
+                "qat": {"settings": self.config.qat.to_dict(), "range_init": self.range_init,
+                        "init_from": str(init_file),
                         "init_from_sha256": sha256_file(init_file), "quantizer": QUANTIZER,
                         "input_shape": [3, self.config.image_size, self.config.image_size]}}
 

@@ -18,8 +18,9 @@ from emobench import cli
 from tests.training._helpers import tiny_config
 from training.checkpoint import CheckpointError, load_checkpoint, load_checkpoint_dict
 from training.config import ConfigError, load_config
-from training.qat import QatModel
+from training.qat import QatModel, QatSettings, prepare_qat
 from training.qat_run import resolve_qat_config
+from training.quant_observers import OBSERVERS
 from training.train import TrainingPreempted, train
 
 
@@ -64,6 +65,38 @@ def test_qat_config_errors_name_the_key(fp32_run, tmp_path):
         resolve_qat_config(fp32_run.run_dir, config_path=yaml_file)
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve_qat_config(tmp_path / "nothing.pt")
+    with pytest.raises(ConfigError, match=r"qat\.init_observer must be auto, none or one of"):
+        _qat_config(fp32_run, tmp_path, qat={"init_observer": "mse"})
+
+
+def test_init_ranges_calibrates_like_static_int8_and_fixes_the_best_ranges():
+    """One image 300x brighter than the rest: min/max ranges cover it; auto must keep a better observer."""
+    import numpy as np
+    from torch import nn
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(8, 5)).eval()
+    images = torch.from_numpy(np.random.default_rng(0).normal(size=(128, 3, 16, 16)).astype(np.float32))
+    images[100] *= 300
+    student = prepare_qat(teacher, (3, 16, 16))
+    student.eval()
+    record = student.init_ranges(teacher, images, OBSERVERS)
+    trials = {t["observer"]: t for t in record["trials"]}
+    assert set(trials) == set(OBSERVERS) and record["observer"] == record["trials"][0]["observer"]
+    assert trials[record["observer"]]["top1_agreement"] > trials["minmax"]["top1_agreement"] + 0.1
+    # the chosen ranges are in place: re-measuring the fake-quantized graph gives the recorded agreement
+    with torch.no_grad():
+        agreement = float((student(images).argmax(1) == teacher(images).argmax(1)).float().mean())
+        converted = student.converted()(images)
+    assert agreement == trials[record["observer"]]["top1_agreement"]
+    # ... and convert_pt2e (which reads the observers) makes the same INT8 model the fake quantizers simulate
+    assert float((converted.argmax(1) == teacher(images).argmax(1)).float().mean()) >= agreement - 0.05
+    # activation ranges are fixed from now on; the weights' per-channel ranges keep following the weights
+    every, acts = student._fake_quantizers()
+    assert acts and all(int(m.observer_enabled[0]) == 0 for m in acts.values())
+    assert all(int(m.observer_enabled[0]) == 1 for n, m in every.items() if n not in acts)
+    assert QatSettings(init_observer="none").to_dict()["init_observer"] == "none"
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +115,10 @@ def test_qat_trains_from_the_fp32_run_and_writes_a_qat_checkpoint(fp32_run, qat_
     ckpt = load_checkpoint(result.checkpoint_path)
     assert ckpt.qat is not None and ckpt.qat["init_from"] == str(fp32_run.checkpoint_path.resolve())
     assert ckpt.qat["settings"]["freeze_observers_after"] == 1
+    # the activation ranges started from a calibration: every observer tried, the best kept (auto)
+    init = ckpt.qat["range_init"]
+    assert init == result.metrics["qat"]["range_init"] and init["observer"] == init["trials"][0]["observer"]
+    assert {t["observer"] for t in init["trials"]} == set(OBSERVERS) and init["images"] > 0
     # build_model() is the FP32 reference the run started from, bit for bit
     fp32_state = load_checkpoint(fp32_run.checkpoint_path).model_state
     reference = ckpt.build_model().state_dict()
@@ -91,7 +128,8 @@ def test_qat_trains_from_the_fp32_run_and_writes_a_qat_checkpoint(fp32_run, qat_
     assert isinstance(qat, QatModel) and any("activation_post_process" in k for k in ckpt.model_state)
     # every saved buffer comes back as saved, the observers' eps (XNNPACK's 2**-12) included
     loaded = qat.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in ckpt.model_state.items())
+    bad = [k for k, v in ckpt.model_state.items() if not (loaded[k].shape == v.shape and torch.equal(loaded[k], v))]
+    assert not bad, [(k, loaded[k], ckpt.model_state[k]) for k in bad[:3]]
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         fake = qat(x)
