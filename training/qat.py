@@ -211,7 +211,8 @@ class QatModel(nn.Module):
         are then loaded into the fake quantizers and the fake-quantized graph's top-1 agreement with
         ``teacher`` on the same images is measured (ties: the lower mean |logit difference|). The
         winner's ranges stay, with the activations' observers disabled; the weights' observers keep
-        following the weights. The graph must be freshly prepared and sized (one forward pass).
+        following the weights. Call it on a freshly prepared graph, before training; the measuring pass
+        sizes the weights' ranges.
 
         Returns:
             What to record: the observer chosen, how it was chosen, and every trial.
@@ -229,8 +230,7 @@ class QatModel(nn.Module):
         self._set_graph_mode(False)
         for module in acts.values():  # a measuring pass must not move the ranges it measures
             module.apply(disable_observer)
-        with torch.no_grad():
-            teacher_logits = torch.cat([teacher(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        teacher_logits = _batched(teacher, images, batch_size)
         trials: list[dict[str, Any]] = []
         best: tuple[tuple[float, float], str, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None
         for observer in observers:
@@ -241,22 +241,19 @@ class QatModel(nn.Module):
             for name in every:
                 setattr(self.graph, name, _Bypass(watchers.get(name)))
             try:
-                with torch.no_grad():
-                    for i in range(0, len(images), batch_size):
-                        self.graph(images[i:i + batch_size])
+                _batched(self.graph, images, batch_size)
             finally:
                 for name, module in every.items():
                     setattr(self.graph, name, module)
             qparams = {n: tuple(t.detach().clone() for t in w.calculate_qparams()) for n, w in watchers.items()}
             self._load_ranges(acts, qparams)
-            with torch.no_grad():
-                logits = torch.cat([self.graph(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-            agreement = float((logits.argmax(1) == teacher_logits.argmax(1)).float().mean())
+            logits = _batched(self.graph, images, batch_size)
+            top1 = agreement(logits.argmax(1).tolist(), teacher_logits.argmax(1).tolist())
             mad = float((logits - teacher_logits).abs().mean())
-            trials.append({"observer": observer, "top1_agreement": agreement, "mean_abs_diff": mad,
+            trials.append({"observer": observer, "top1_agreement": top1, "mean_abs_diff": mad,
                            "seconds": round(time.perf_counter() - started, 2)})
-            log.info("QAT range init %s: agreement %.3f with FP32 on %d images", observer, agreement, len(images))
-            key = (-agreement, mad)
+            log.info("QAT range init %s: agreement %.3f with FP32 on %d images", observer, top1, len(images))
+            key = (-top1, mad)
             if best is None or key < best[0]:
                 best = (key, observer, qparams)
         assert best is not None
@@ -292,6 +289,12 @@ class QatModel(nn.Module):
         graph = copy.deepcopy(self.graph)
         move_exported_model_to_eval(graph)
         return convert_pt2e(graph)
+
+
+def _batched(module: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``module``'s outputs for ``images``, ``batch_size`` at a time, without gradients."""
+    with torch.no_grad():
+        return torch.cat([module(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 class _Bypass(nn.Module):
