@@ -72,6 +72,45 @@ def dynamic_config():
     return get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
 
 
+SCHEMES = ("static", "hybrid")
+
+
+def is_depthwise_conv(node: Any) -> bool:
+    """A 2-D convolution node with one input channel per group (depthwise), from its weight's shape."""
+    import torch
+
+    if node.op != "call_function" or node.target not in (torch.ops.aten.conv2d.default,
+                                                          torch.ops.aten.convolution.default):
+        return False
+    weight = node.args[1].meta.get("val") if len(node.args) > 1 and hasattr(node.args[1], "meta") else None
+    if weight is None or weight.dim() != 4:
+        return False
+    index = 6 if node.target == torch.ops.aten.conv2d.default else 8
+    groups = node.args[index] if len(node.args) > index else 1
+    return int(groups) > 1 and int(weight.shape[1]) == 1
+
+
+def hybrid_quantizer(observer: str = DEFAULT_OBSERVER, *, fp32_layers: Sequence[str] = ()):
+    """XNNPACK's dynamic INT8 for Linear and non-depthwise Conv2d, static INT8 (``observer``) for depthwise convs.
+
+    XNNPACK has no dynamically quantized depthwise convolution, so its dynamic config leaves those FP32
+    (66 of EfficientNet-B0's 82 weight layers INT8). Here they get static per-channel INT8 weights and
+    calibrated activation ranges; everything else keeps ranges computed at run time, per image.
+    ``fp32_layers`` (module names) are depthwise convs left FP32, as the dynamic config leaves them.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
+
+    kept_fp32 = _node_in_groups(fp32_layers)
+
+    def depthwise_only(node: Any) -> bool:  # parameters are judged by the conv that reads them
+        return node.op in ("get_attr", "placeholder") or (is_depthwise_conv(node) and not kept_fp32(node))
+
+    static = XNNPACKQuantizer().set_global(quantization_config(observer))
+    static.set_filter_function(depthwise_only)
+    return ComposableQuantizer([static, XNNPACKQuantizer().set_global(dynamic_config())])
+
+
 # ------------------------------------------------------------------------------------------ layer groups
 
 
@@ -159,8 +198,11 @@ def export_batch_dynamic(model: torch.nn.Module, example: torch.Tensor) -> Any:
 
 
 def calibrate(model: torch.nn.Module, images: Any, *, observer: str = DEFAULT_OBSERVER,
-              batch_size: int = CALIBRATION_BATCH) -> Any:
+              batch_size: int = CALIBRATION_BATCH, scheme: str = "static", fp32_layers: Sequence[str] = ()) -> Any:
     """prepare_pt2e on the whole model and run ``images`` through its observers, ``batch_size`` at a time.
+
+    ``scheme`` ``static`` quantizes every activation with calibrated ranges (``make_quantizer``);
+    ``hybrid`` only the depthwise convs' (``hybrid_quantizer``, less ``fp32_layers``), the rest dynamically.
 
     Every weight layer and activation gets an observer; which of them become INT8 is decided at
     ``convert`` time, so one calibration serves the sensitivity analysis, the mixed-precision search
@@ -180,8 +222,14 @@ def calibrate(model: torch.nn.Module, images: Any, *, observer: str = DEFAULT_OB
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
     if x.shape[0] == 0:
         raise ExportConfigError("no calibration images to calibrate static INT8 with")
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown calibration scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
     graph = export_batch_dynamic(model, x[:1].expand(2, *x.shape[1:]))  # batch 1 would be specialised
-    prepared = prepare_pt2e(graph, make_quantizer(observer=observer))
+    if scheme == "static":
+        quantizer = make_quantizer(observer=observer)
+    else:
+        quantizer = hybrid_quantizer(check_observer(observer), fp32_layers=fp32_layers)
+    prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             prepared(x[start:start + batch_size])
@@ -192,6 +240,26 @@ def _is_observer(prepared: Any, node: Any) -> bool:
     from torchao.quantization.pt2e import ObserverBase
 
     return node.op == "call_module" and isinstance(prepared.get_submodule(str(node.target)), ObserverBase)
+
+
+def copy_prepared(prepared: Any) -> Any:
+    """A deep copy of a prepared graph whose quantization annotations point at the copy's own nodes.
+
+    ``copy.deepcopy`` copies the annotations' ``input_qspec_map`` keys (nodes) as detached nodes, and
+    convert_pt2e's metadata pass then looks for a dynamic input's ``choose_qparams`` among the users of a
+    node that is not in the graph ("No chose qparams node found"); static-only graphs never ask.
+    """
+    import dataclasses
+
+    model = copy.deepcopy(prepared)
+    by_name = {node.name: node for node in model.graph.nodes}
+    for node in model.graph.nodes:
+        annotation = node.meta.get("quantization_annotation")
+        if annotation is None or not getattr(annotation, "input_qspec_map", None):
+            continue
+        remapped = {by_name.get(getattr(key, "name", None), key): spec for key, spec in annotation.input_qspec_map.items()}
+        node.meta["quantization_annotation"] = dataclasses.replace(annotation, input_qspec_map=remapped)
+    return model
 
 
 def convert(prepared: Any, *, fp32_groups: Sequence[str] = (), only_groups: Sequence[str] | None = None) -> Any:
@@ -206,7 +274,7 @@ def convert(prepared: Any, *, fp32_groups: Sequence[str] = (), only_groups: Sequ
 
     if fp32_groups and only_groups is not None:
         raise ValueError("give fp32_groups or only_groups, not both")
-    model = copy.deepcopy(prepared)
+    model = copy_prepared(prepared)
     if fp32_groups or only_groups is not None:
         in_fp32 = _node_in_groups(fp32_groups)
         in_only = _node_in_groups(only_groups or ())

@@ -32,7 +32,7 @@ def _jobs(value: str) -> int | None:
     return int(value)
 
 
-_MODE_WORDS = ("dynamic", "static", "mixed", "qat", "both", "all", "auto")
+_MODE_WORDS = ("dynamic", "static", "hybrid", "mixed", "qat", "both", "all", "auto")
 
 
 def _int8_modes(ctx, param, value: str) -> tuple[str, ...]:
@@ -45,7 +45,7 @@ def _int8_modes(ctx, param, value: str) -> tuple[str, ...]:
 
 def _expand_int8_modes(words: tuple[str, ...], *, is_qat: bool) -> tuple[str, ...]:
     """The INT8 modes the ``--int8-mode`` words name, for a QAT checkpoint or not."""
-    aliases = {"both": ("dynamic", "static"), "all": ("dynamic", "static", "mixed") + (("qat",) if is_qat else ()),
+    aliases = {"both": ("dynamic", "static"), "all": ("dynamic", "static", "hybrid", "mixed") + (("qat",) if is_qat else ()),
                "auto": ("dynamic",) + (("qat",) if is_qat else ())}
     return tuple(dict.fromkeys(m for w in words for m in aliases.get(w, (w,))))
 
@@ -62,21 +62,25 @@ def _expand_int8_modes(words: tuple[str, ...], *, is_qat: bool) -> tuple[str, ..
               help="Comma-separated precisions.")
 @click.option("--int8-mode", "int8_mode", default="auto", show_default=True, callback=_int8_modes,
               help="Comma-separated INT8 modes: dynamic (activations quantized at run time), static (calibrated "
-                   "activations), mixed (static with the most sensitive layer groups kept FP32), qat (from a "
+                   "activations), hybrid (dynamic, with the depthwise convs static: every layer INT8; ExecuTorch), "
+                   "mixed (static with the most sensitive layer groups kept FP32), qat (from a "
                    "`emobench train qat` checkpoint); both = dynamic,static; all = every mode the checkpoint "
                    "allows; auto = dynamic, plus qat for a QAT checkpoint.")
 @click.option("--calibration-data", type=click.Path(path_type=Path),
-              help="Dataset root to calibrate static INT8 on (its training split).")
+              help="Dataset root to calibrate static/hybrid/mixed INT8 on (its training split).")
 @click.option("--calibration-images", type=int, default=None,
               help="Images for calibration (default: ExportConfig's, chosen by measurement; see docs/export.md).")
 @click.option("--calibration-observer", type=click.Choice(list(CALIBRATION_OBSERVERS)), default=None,
-              help="How static/mixed INT8 picks activation ranges; auto (the default) tries every observer and "
+              help="How static/hybrid/mixed INT8 picks activation ranges; auto (the default) tries every observer and "
                    "keeps the one whose INT8 model agrees best with FP32 on the calibration images.")
 @click.option("--target-agreement", type=float, default=0.99, show_default=True,
               help="mixed: keep sensitive layer groups FP32 until top-1 agreement with FP32 on the calibration "
                    "images reaches this.")
 @click.option("--sensitivity", is_flag=True,
               help="Rank layer groups by how much quantizing each alone changes the answers (always done for mixed).")
+@click.option("--equalize-depthwise/--no-equalize-depthwise", default=True, show_default=True,
+              help="hybrid: equalize the channels around each depthwise conv before calibrating (exact in FP32; "
+                   "per-channel activation ranges emulated with FP32 multiplies).")
 @click.option("--eval-data", type=click.Path(path_type=Path),
               help="Dataset root whose real images verify every artifact (default: --calibration-data, "
                    "then the data root recorded in the checkpoint).")
@@ -92,7 +96,7 @@ def _expand_int8_modes(words: tuple[str, ...], *, is_qat: bool) -> tuple[str, ..
 def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | None, formats, precisions,
                    int8_mode: tuple[str, ...], calibration_data: Path | None, calibration_images: int | None,
                    calibration_observer: str | None, target_agreement: float, sensitivity: bool,
-                   eval_data: Path | None, eval_images: int, batch_size: int, min_int8_agreement: float,
+                   equalize_depthwise: bool, eval_data: Path | None, eval_images: int, batch_size: int, min_int8_agreement: float,
                    overwrite: bool, jobs: int | None) -> None:
     """Export a checkpoint to TorchScript, ExecuTorch and ONNX (FP32 and INT8), each verified."""
     from export.config import ExportConfig
@@ -117,7 +121,7 @@ def export_command(checkpoint: Path | None, out_dir: Path, latest_dir: Path | No
         formats=formats, precisions=precisions, int8_modes=modes, batch_size=batch_size,
         calibration_data=calibration_data, eval_data=eval_data, eval_images=eval_images,
         int8_min_agreement=min_int8_agreement, overwrite=overwrite, target_agreement=target_agreement,
-        sensitivity=sensitivity,
+        sensitivity=sensitivity, equalize_depthwise=equalize_depthwise,
         calibration_images=defaults.calibration_images if calibration_images is None else calibration_images,
         calibration_observer=calibration_observer or defaults.calibration_observer, jobs=jobs,
     )

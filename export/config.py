@@ -10,7 +10,7 @@ from export.errors import ExportConfigError
 
 FORMATS: tuple[str, ...] = ("torchscript", "executorch", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
-INT8_MODES: tuple[str, ...] = ("dynamic", "static", "mixed", "qat")
+INT8_MODES: tuple[str, ...] = ("dynamic", "static", "hybrid", "mixed", "qat")
 CALIBRATION_OBSERVERS: tuple[str, ...] = ("auto", "minmax", "moving_average", "histogram", "percentile")
 
 
@@ -42,6 +42,8 @@ class ExportConfig:
         max_fp32_weight_share: ... nor more than this share of the weight bytes (keeps the file small).
         sensitivity: also rank the layer groups by quantization sensitivity for ``static`` (``mixed``
             always does); the ranking goes into the artifact's details.
+        equalize_depthwise: ``hybrid`` equalizes the channels around each depthwise conv before calibrating
+            (``export.equalize``: exact in FP32, per-channel activation ranges emulated).
         jobs: worker processes for the export: independent (format) groups of artifacts run in parallel
             spawned processes; ``None`` = auto, min(usable cores, groups); 1 (the default) = everything in
             this process: on 2 shared cores the workers' start-up (~5 s of imports each) outweighed the
@@ -66,6 +68,7 @@ class ExportConfig:
     max_fp32_layer_share: float = 0.10
     max_fp32_weight_share: float = 0.03
     sensitivity: bool = False
+    equalize_depthwise: bool = True
     jobs: int | None = 1
 
     def __post_init__(self) -> None:
@@ -93,8 +96,8 @@ class ExportConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        """True when a static (or mixed) INT8 artifact is requested for a format that has that mode."""
-        return "int8" in self.precisions and bool({"static", "mixed"} & set(self.int8_modes)) and (
+        """True when a static (hybrid, mixed) INT8 artifact is requested for a format that has that mode."""
+        return "int8" in self.precisions and bool({"static", "hybrid", "mixed"} & set(self.int8_modes)) and (
             "executorch" in self.formats or "onnx" in self.formats
         )
 

@@ -1,4 +1,4 @@
-"""ExecuTorch ``.pte`` with the XNNPACK delegate: FP32, INT8 dynamic, static and mixed.
+"""ExecuTorch ``.pte`` with the XNNPACK delegate: FP32, INT8 dynamic, static, hybrid, mixed and qat.
 
 The pipeline is a chain of small stages, as in ExecuTorch's own ``export_util``:
 model -> ``torch.export`` ExportedProgram -> (pt2e quantization) -> ``to_edge_transform_and_lower``
@@ -7,7 +7,8 @@ with ``XnnpackPartitioner`` -> ``to_executorch()`` -> program bytes -> file.
 INT8 uses ``XNNPACKQuantizer`` with per-channel symmetric weights: ``dynamic`` quantizes activations
 at run time (no calibration; XNNPACK then quantizes Linear and non-depthwise Conv2d, depthwise stays
 FP32), ``static`` observes activations on real calibration images (the mode ExecuTorch recommends for
-CNNs), ``mixed`` is static with the most quantization-sensitive layer groups kept FP32 (``export.mixed``),
+CNNs), ``hybrid`` is dynamic with the depthwise convs static (every layer INT8, ``export.calibration``),
+``mixed`` is static with the most quantization-sensitive layer groups kept FP32 (``export.mixed``),
 ``qat`` is the graph of a quantization-aware training run (``emobench train qat``), converted.
 The quantization report counts layers in the converted graph that is lowered into the file.
 
@@ -31,7 +32,7 @@ from export.quant_report import count_pt2e_graph
 log = logging.getLogger(__name__)
 
 FORMAT = "executorch"
-MODES: dict[str, tuple[str | None, ...]] = {"fp32": (None,), "int8": ("dynamic", "static", "mixed", "qat")}
+MODES: dict[str, tuple[str | None, ...]] = {"fp32": (None,), "int8": ("dynamic", "static", "hybrid", "mixed", "qat")}
 
 
 def export(ctx: ExportContext, precision: str, mode: str | None) -> list[Artifact]:

@@ -1,4 +1,4 @@
-"""The INT8 modes of the XNNPACK path, behind one call: dynamic, static, mixed, qat (and their details).
+"""The INT8 modes of the XNNPACK path, behind one call: dynamic, static, hybrid, mixed, qat (and their details).
 
 ``quantize_for_mode(ctx, graph_module, mode)`` returns the converted pt2e graph that
 ``export.executorch_export`` lowers, plus what the manifest should record about how it was made:
@@ -7,6 +7,10 @@
 - ``static``: per-channel INT8 weights, activation ranges from ``config.calibration_observer`` on
   ``config.calibration_images`` training images (``auto``, the default: every observer tried, the one
   whose INT8 model agrees best with FP32 on those images kept, all trials in the details);
+- ``hybrid``: per-channel INT8 weights in every layer; ``dynamic``'s run-time activation ranges where
+  XNNPACK has them (Linear, non-depthwise Conv2d), calibrated static ranges for the depthwise convs
+  (``calibration.hybrid_quantizer``; observer chosen as for ``static``), on the model with its
+  depthwise channels equalized first (``export.equalize``; ``config.equalize_depthwise``);
 - ``mixed``: ``static``, except the layer groups whose quantization changes the answers most stay FP32,
   added one at a time (most sensitive first) until top-1 agreement with FP32 on the calibration
   images reaches ``config.target_agreement`` (see ``export.sensitivity``);
@@ -34,6 +38,9 @@ METHODS = {
     "dynamic": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, dynamic INT8 activations",
     "static": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, static INT8 activations "
               "calibrated on real images ({observer} observer, {images} images)",
+    "hybrid": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights in every layer; dynamic INT8 activations "
+              "for Linear and non-depthwise Conv2d, static INT8 activations for the depthwise convs, calibrated on "
+              "real images ({observer} observer, {images} images){equalized}",
     "mixed": "XNNPACKQuantizer (pt2e), per-channel symmetric INT8 weights, static INT8 activations "
              "({observer} observer, {images} images); the most quantization-sensitive layer groups kept FP32 "
              "({fp32_groups})",
@@ -43,6 +50,7 @@ METHODS = {
 _QAT_KEY = "qat:converted"
 _SENSITIVITY_KEY = "executorch:sensitivity"
 _CALIBRATED_KEY = "executorch:calibrated"
+_EQUALIZED_KEY = "executorch:equalized"
 
 
 @dataclass(frozen=True)
@@ -72,20 +80,27 @@ def quantize_for_mode(ctx: ExportContext, graph_module: Any, mode: str | None) -
         return Quantized(convert_pt2e(prepared), METHODS["dynamic"])
     if mode == "qat":
         return quantized_qat(ctx)
-    if mode not in ("static", "mixed"):
+    if mode not in ("static", "hybrid", "mixed"):
         raise ValueError(f"ExecuTorch has no INT8 mode {mode!r}")
     config = ctx.config
     observer = config.calibration_observer
     ctx.calibration_batches()  # raises before any work when no calibration data was given
     images = _calibration_images(ctx)
-    prepared, choice = _calibrated(ctx, images)
+    scheme = "hybrid" if mode == "hybrid" else "static"
+    equalization = None
+    model = ctx.model
+    if mode == "hybrid" and config.equalize_depthwise:
+        model, equalization = _equalized(ctx, images)
+    prepared, choice = _calibrated(ctx, images, scheme=scheme, model=model)
     calibration: dict[str, Any] = {"observer": observer, "images": int(images.shape[0]),
                                    "split": config.calibration_split}
     if choice is not None:
         observer = choice.observer
         calibration = {**calibration, "observer": observer, "requested": "auto", **choice.to_dict()}
     details: dict[str, Any] = {"calibration": calibration}
-    ranking = _ranking(ctx, prepared, images) if (mode == "mixed" or config.sensitivity) else None
+    if equalization is not None:
+        details["depthwise_equalization"] = equalization.to_dict()
+    ranking = _ranking(ctx, prepared, images) if (mode == "mixed" or (config.sensitivity and mode == "static")) else None
     if ranking is not None:
         details["sensitivity"] = {"measured_on": "calibration images", "images": int(images.shape[0]),
                                   "ranked": [r.to_dict() for r in ranking]}
@@ -108,8 +123,10 @@ def quantize_for_mode(ctx: ExportContext, graph_module: Any, mode: str | None) -
             log.warning("mixed INT8: agreement %.3f on the calibration images is below the target %.3f (%s)",
                         selection.reached_agreement, selection.target_agreement, selection.stopped_because)
     converted = cal.convert(prepared, fp32_groups=fp32_groups)
+    equalized = (f", their channels equalized ({len(equalization.layers)} depthwise convs)"
+                 if equalization is not None else "")
     method = METHODS[mode].format(observer=observer, images=int(images.shape[0]),
-                                  fp32_groups=", ".join(fp32_groups) or "none needed")
+                                  fp32_groups=", ".join(fp32_groups) or "none needed", equalized=equalized)
     return Quantized(converted, method, details)
 
 
@@ -142,21 +159,34 @@ def _calibration_images(ctx: ExportContext) -> np.ndarray:
     return ctx.calibration.images
 
 
-def _calibrated(ctx: ExportContext, images: np.ndarray) -> tuple[Any, sens.ObserverChoice | None]:
-    """The calibrated (prepared) model, shared by the static and mixed artifacts of one export.
+def _equalized(ctx: ExportContext, images: np.ndarray):
+    """The model with its depthwise channels equalized on the calibration images (``export.equalize``)."""
+    from export.equalize import equalize_depthwise
+
+    if _EQUALIZED_KEY not in ctx.cache:
+        ctx.cache[_EQUALIZED_KEY] = equalize_depthwise(ctx.model, images)
+    return ctx.cache[_EQUALIZED_KEY]
+
+
+def _calibrated(ctx: ExportContext, images: np.ndarray, *, scheme: str = "static", model: Any = None
+                ) -> tuple[Any, sens.ObserverChoice | None]:
+    """The calibrated (prepared) ``model`` (default: the checkpoint's) for ``scheme``, shared by the static and
+    mixed artifacts of one export.
 
     With observer ``auto`` also the ``ObserverChoice`` that picked it (None for a named observer).
     """
-    if _CALIBRATED_KEY not in ctx.cache:
+    model = ctx.model if model is None else model
+    key = f"{_CALIBRATED_KEY}:{scheme}"
+    if key not in ctx.cache:
         observer = ctx.config.calibration_observer
         if observer == "auto":
-            choice = sens.choose_observer(ctx.model, images)
-            log.info("calibration observer auto: %s (%s)", choice.observer, ", ".join(
+            choice = sens.choose_observer(model, images, scheme=scheme)
+            log.info("calibration observer auto (%s): %s (%s)", scheme, choice.observer, ", ".join(
                 f"{t.observer} {t.top1_agreement:.3f}" for t in choice.trials))
-            ctx.cache[_CALIBRATED_KEY] = (choice.prepared, choice)
+            ctx.cache[key] = (choice.prepared, choice)
         else:
-            ctx.cache[_CALIBRATED_KEY] = (cal.calibrate(ctx.model, images, observer=observer), None)
-    return ctx.cache[_CALIBRATED_KEY]
+            ctx.cache[key] = (cal.calibrate(model, images, observer=observer, scheme=scheme), None)
+    return ctx.cache[key]
 
 
 def _ranking(ctx: ExportContext, prepared, images: np.ndarray) -> list[sens.GroupSensitivity]:

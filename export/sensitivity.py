@@ -84,10 +84,11 @@ def divergence(fp32_logits: np.ndarray, int8_logits: np.ndarray) -> tuple[float,
 class _Measure:
     """A calibrated model converted with different FP32 groups, each measured against FP32 on ``images``."""
 
-    def __init__(self, model, prepared, images: np.ndarray, *, fp32_logits: np.ndarray | None = None) -> None:
+    def __init__(self, model, prepared, images: np.ndarray, *, fp32_logits: np.ndarray | None = None,
+                 batch_size: int = 64) -> None:
         import torch
 
-        self.prepared, self.images = prepared, images
+        self.prepared, self.images, self.batch_size = prepared, images, batch_size
         if fp32_logits is None:
             with torch.no_grad():
                 fp32_logits = model(torch.from_numpy(np.ascontiguousarray(images))).numpy()
@@ -95,7 +96,7 @@ class _Measure:
 
     def __call__(self, **groups: Any) -> tuple[float, float, float]:
         converted = cal.convert(self.prepared, **groups)
-        return divergence(self.fp32_logits, cal.run_graph(converted, self.images))
+        return divergence(self.fp32_logits, cal.run_graph(converted, self.images, batch_size=self.batch_size))
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ class ObserverChoice:
                 "trials": [t.to_dict() for t in self.trials]}
 
 
-def choose_observer(model, images: np.ndarray, *, observers: Sequence[str] = cal.OBSERVERS) -> ObserverChoice:
+def choose_observer(model, images: np.ndarray, *, observers: Sequence[str] = cal.OBSERVERS,
+                    scheme: str = "static") -> ObserverChoice:
     """Calibrate with each observer, convert, and keep the one whose INT8 model agrees best with FP32.
 
     No one range rule fits every model: L2-optimal (``histogram``) and ``minmax`` ranges cover the rare
@@ -134,13 +136,17 @@ def choose_observer(model, images: np.ndarray, *, observers: Sequence[str] = cal
     lose elsewhere (docs/export.md). So ``auto`` measures: top-1 agreement with FP32 on ``images``
     (the calibration images; the ranges are not fitted to agreement, so in-sample is fair between
     observers), ties broken by the lower KL divergence.
+
+    ``scheme`` ``hybrid`` (``cal.hybrid_quantizer``) calibrates only the depthwise convs; its models run
+    one image at a time, as on the device, because their run-time ranges are computed per call.
     """
     measured: list[tuple[ObserverTrial, Any]] = []
     fp32_logits = None
     for observer in observers:
         started = time.perf_counter()
-        prepared = cal.calibrate(model, images, observer=observer)
-        measure = _Measure(model, prepared, images, fp32_logits=fp32_logits)
+        prepared = cal.calibrate(model, images, observer=observer, scheme=scheme)
+        measure = _Measure(model, prepared, images, fp32_logits=fp32_logits,
+                           batch_size=1 if scheme == "hybrid" else 64)
         fp32_logits = measure.fp32_logits
         agreement, kl, mad = measure()
         trial = ObserverTrial(observer=observer, top1_agreement=agreement, kl_divergence=kl, mean_abs_diff=mad,

@@ -1,7 +1,7 @@
 """The INT8 trade-off table: each INT8 artifact's method beside what it costs in answers, size and speed.
 
 One row per (target, INT8 artifact) of the paired FP32-vs-INT8 comparisons: the quantization method
-(dynamic, static, mixed, qat: the last part of the model key), top-1 agreement with its FP32 twin
+(dynamic, static, hybrid, mixed, qat: the last part of the model key), top-1 agreement with its FP32 twin
 (Wilson interval, from the pairs), the accuracy change in points on the same images with a 95%
 interval for a paired difference (from the discordant counts), the weight layers actually in INT8,
 and the size and latency ratios. Cross-hardware pairs are left out: their answers are not paired.
@@ -14,7 +14,7 @@ import math
 from device_results.report.tables import Table, fmt_interval, fmt_pct, fmt_ratio, target_label
 from device_results.report.views import PairView, ReportData
 
-METHODS = ("dynamic", "static", "mixed", "qat")
+METHODS = ("dynamic", "static", "hybrid", "mixed", "qat")
 _Z = 1.959963984540054
 
 
@@ -67,5 +67,5 @@ def int8_method_table(data: ReportData) -> Table:
          "latency_ratio", "n_images"),
         tuple(raw),
         note="dynamic: activations quantized at run time (the original study's method); static: calibrated "
-             "activation ranges; mixed: static with the most quantization-sensitive layer groups kept FP32; "
+             "activation ranges; hybrid: dynamic, with the depthwise convs static (every layer INT8); mixed: static with the most quantization-sensitive layer groups kept FP32; "
              "qat: quantization-aware training. Accuracy change = INT8 minus FP32 on the same images.")

@@ -121,3 +121,75 @@ def test_auto_observer_measures_every_observer_and_keeps_the_one_that_agrees_bes
     record = choice.to_dict()
     assert [t["observer"] for t in record["trials"]] == [t.observer for t in choice.trials]
     assert "agreement" in record["chosen_by"]
+
+
+def test_hybrid_scheme_quantizes_every_layer_depthwise_static_the_rest_at_run_time(tiny_model):
+    """XNNPACK's dynamic INT8 leaves depthwise convs FP32; hybrid gives them calibrated static INT8."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    images = np.random.default_rng(2).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    graph = cal.export_batch_dynamic(tiny_model, torch.from_numpy(images[:2]))
+    depthwise = [n for n in graph.graph.nodes if cal.is_depthwise_conv(n)]
+    convs = [n for n in graph.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    assert 0 < len(depthwise) < len(convs)
+    dynamic = prepare_pt2e(graph, XNNPACKQuantizer().set_global(cal.dynamic_config()))
+    dynamic(torch.from_numpy(images))
+    dynamic_report = count_pt2e_graph(convert_pt2e(dynamic), method="dynamic")
+    assert dynamic_report.layers_quantized == 18 - len(depthwise)
+
+    converted = cal.convert(cal.calibrate(tiny_model, images, observer="minmax", scheme="hybrid"))
+    report = count_pt2e_graph(converted, method="hybrid")
+    assert report.layers_quantized == report.layers_total == 18
+    targets = [str(n.target) for n in converted.graph.nodes if n.op == "call_function"]
+    assert any("choose_qparams" in t for t in targets)  # run-time ranges for the non-depthwise layers
+    assert sum("quantize_per_tensor.default" in t and "dequantize" not in t for t in targets) >= len(depthwise)
+    with torch.no_grad():
+        eager = tiny_model(torch.from_numpy(images)).numpy()
+    assert np.abs(cal.run_graph(converted, images, batch_size=1) - eager).max() < 0.05
+    with pytest.raises(ValueError, match="scheme"):
+        cal.calibrate(tiny_model, images, scheme="weights-only")
+
+
+def test_depthwise_equalization_keeps_the_function_and_gives_every_channel_one_range(tiny_model):
+    """Around each depthwise conv: input and pre-activation channels all reach the same magnitude, FP32 unchanged."""
+    import torch
+
+    from export.equalize import equalize_depthwise
+
+    images = np.random.default_rng(3).normal(size=(16, 3, 64, 64)).astype(np.float32)
+    equalized, record = equalize_depthwise(tiny_model, images, batch_size=8)
+    depthwise = [n for n, m in tiny_model.named_modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
+    assert list(record.layers) == depthwise and not record.skipped and record.images == 16
+    assert record.widest_over_narrowest > 2  # there was something to equalize
+    assert [n for n, _ in equalized.named_modules() if n.endswith("conv_dw")] == depthwise  # names kept
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        assert torch.allclose(equalized(x), tiny_model(x), atol=1e-4, rtol=1e-4)
+
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def record_ranges(name):
+        def hook(module, inputs, output):
+            seen[name] = [(inputs[0] * module.input_scale).abs().amax(dim=(0, 2, 3)), output]
+        return hook
+
+    for name in depthwise:
+        equalized.get_submodule(name).register_forward_hook(record_ranges(name))
+    with torch.no_grad():
+        equalized(x)
+    for name in depthwise:
+        block = equalized.get_submodule(name.rsplit(".", 1)[0])
+        bn = block.bn1 if type(block).__name__ == "DepthwiseSeparableConv" else block.bn2
+        in_range, out = seen[name]
+        pre_activation = torch.nn.functional.batch_norm(out, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                                        False, 0.0, bn.eps).abs().amax(dim=(0, 2, 3))
+        for r in (in_range, pre_activation):
+            live = r[r > r.max() * 1e-3]  # channels that never fire are clamped, not equalized
+            assert float(live.min() / live.max()) > 0.999, name
+    # the hybrid artifact's recipe on the equalized model: still every layer INT8
+    converted = cal.convert(cal.calibrate(equalized, images, observer="minmax", scheme="hybrid"))
+    report = count_pt2e_graph(converted, method="hybrid")
+    assert report.layers_quantized == report.layers_total == 18

@@ -131,3 +131,32 @@ def test_export_command_mixed_with_sensitivity_prints_the_ranking(tmp_path, tiny
     assert "quantization sensitivity" in result.output and "conv_stem" in result.output
     assert f"agreement on the calibration images {100 * mixed.details['mixed']['reached_agreement']:.1f}%" \
         in " ".join(result.output.split())
+
+
+def test_export_hybrid_pte_has_every_layer_int8_and_onnx_records_a_skip(tmp_path, tiny_checkpoint, tiny_sample):
+    """hybrid: the depthwise convs static (calibrated, auto observer recorded), the rest dynamic; ExecuTorch only."""
+    from export.config import ExportConfig
+    from export.manifest import load_manifest
+    from export.pipeline import export_all
+
+    config = ExportConfig(formats=("executorch", "onnx"), precisions=("int8",), int8_modes=("dynamic", "hybrid"),
+                          calibration_data=tiny_sample["rafdb"], calibration_images=8,
+                          calibration_observer="auto", eval_data=tiny_sample["rafdb"], eval_images=8)
+    manifest = export_all(tiny_checkpoint, tmp_path / "out", config)
+    assert not manifest.failures, manifest.failures
+    by_key = {(a.format, a.mode): a for a in manifest.artifacts}
+    hybrid, dynamic = by_key[("executorch", "hybrid")], by_key[("executorch", "dynamic")]
+    assert ("onnx", "hybrid") not in by_key and ("onnx", "dynamic") in by_key
+    assert [(s.format, s.mode) for s in manifest.skipped] == [("onnx", "hybrid")]
+    assert hybrid.path.name == "test_efficientnet_executorch_int8-hybrid.pte" and hybrid.parity is not None
+    q, dq = hybrid.quantization, dynamic.quantization
+    assert q is not None and dq is not None
+    assert q.layers_quantized == q.layers_total == dq.layers_total > dq.layers_quantized  # the depthwise convs too
+    assert "depthwise" in q.method and hybrid.details["ops_outside_delegate"] == {}
+    calibration = hybrid.details["calibration"]
+    assert calibration["requested"] == "auto" and calibration["images"] == 8
+    assert {t["observer"] for t in calibration["trials"]} == set(cal.OBSERVERS)
+    equalized = hybrid.details["depthwise_equalization"]  # on by default (ExportConfig.equalize_depthwise)
+    assert equalized["layers"] and not equalized["skipped"] and "equalized" in q.method
+    loaded = load_manifest(manifest.path, verify_files=True)
+    assert {a.mode for a in loaded.artifacts} == {"dynamic", "hybrid"}
