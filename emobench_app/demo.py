@@ -10,7 +10,8 @@ whose marker matches, unless ``fresh``):
 3b. ``qat`` (with ``qat=True``, ``emobench demo --qat``): quantization-aware training from that run
    (``emobench train qat``), whose checkpoint the export then reads (FP32 reference + the QAT graph).
 4. ``export``: every format x precision (TorchScript, ExecuTorch, ONNX; FP32, the original study's dynamic
-   INT8 and static INT8, the full-INT8 path measured best on this model; int8-qat with ``qat``).
+   INT8 and, for ExecuTorch, hybrid INT8: the full-INT8 path measured best on this model; int8-qat
+   with ``qat``).
 5. ``ablation``: start the virtual device, run the experiments on host-cpu, host-cuda where CUDA is
    present, the virtual device and any phone given, into ``results.db``.
 6. ``report``: the HTML/Markdown/CSV report; then the virtual device stops.
@@ -60,12 +61,14 @@ class DemoConfig:
         max_steps_per_epoch: cap on optimizer steps per epoch (None: whole epochs).
         min_test_accuracy: the demo's bar on the seen test split (chance is 1/7 = 14.3%); a model
             below it is reported as a failed check, not hidden.
-        formats, int8_modes: what to export. ``static`` is in the default because, measured on the demo's
-            model, it is the full-INT8 path (every layer INT8, the XNNPACK INT8 kernels) that keeps the most
-            answers (README, "Choosing an INT8 method"); ``dynamic`` is the original study's method.
+        formats, int8_modes: what to export. ``dynamic`` is the original study's method (depthwise convs stay
+            FP32); ``hybrid`` is the full-INT8 path (every layer INT8) measured to keep the most answers at plain
+            static INT8's speed (README, "Choosing an INT8 method"; ``bench.bench_int8`` compares every method).
         qat: add the QAT stage and the int8-qat artifacts (minutes more; see the README's INT8 table).
         qat_epochs: QAT epochs (None: the ``qat:`` section's default).
-        experiments, batch_size_ablation, warmup, repeats, threads: the ablation's plan.
+        experiments, batch_size_ablation, warmup, repeats, threads: the ablation's plan (1 warm-up and 3
+            timed runs of each batch: 90 timed batches per model and target; 2 and 5 took the demo to 11.7
+            minutes on 2 cores, past its 10).
         use_virtual_device: start the virtual Android device and benchmark on it.
         use_cuda: add host-cuda when CUDA is present ("auto") or never ("off").
         quick: a label for the smallest settings (see :meth:`quick_config`).
@@ -88,13 +91,13 @@ class DemoConfig:
     max_steps_per_epoch: int | None = None
     min_test_accuracy: float = 0.40
     formats: tuple[str, ...] = ("torchscript", "executorch", "onnx")
-    int8_modes: tuple[str, ...] = ("dynamic", "static")
+    int8_modes: tuple[str, ...] = ("dynamic", "hybrid")
     qat: bool = False
     qat_epochs: int | None = None
     experiments: int = 30
     batch_size_ablation: int = 16
-    warmup: int = 2
-    repeats: int = 5
+    warmup: int = 1
+    repeats: int = 3
     threads: int | None = None
     use_virtual_device: bool = True
     use_cuda: str = "auto"
