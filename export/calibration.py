@@ -90,21 +90,18 @@ def is_depthwise_conv(node: Any) -> bool:
     return int(groups) > 1 and int(weight.shape[1]) == 1
 
 
-def hybrid_quantizer(observer: str = DEFAULT_OBSERVER, *, fp32_layers: Sequence[str] = ()):
+def hybrid_quantizer(observer: str = DEFAULT_OBSERVER):
     """XNNPACK's dynamic INT8 for Linear and non-depthwise Conv2d, static INT8 (``observer``) for depthwise convs.
 
     XNNPACK has no dynamically quantized depthwise convolution, so its dynamic config leaves those FP32
     (66 of EfficientNet-B0's 82 weight layers INT8). Here they get static per-channel INT8 weights and
     calibrated activation ranges; everything else keeps ranges computed at run time, per image.
-    ``fp32_layers`` (module names) are depthwise convs left FP32, as the dynamic config leaves them.
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
 
-    kept_fp32 = _node_in_groups(fp32_layers)
-
     def depthwise_only(node: Any) -> bool:  # parameters are judged by the conv that reads them
-        return node.op in ("get_attr", "placeholder") or (is_depthwise_conv(node) and not kept_fp32(node))
+        return node.op in ("get_attr", "placeholder") or is_depthwise_conv(node)
 
     static = XNNPACKQuantizer().set_global(quantization_config(observer))
     static.set_filter_function(depthwise_only)
@@ -198,11 +195,11 @@ def export_batch_dynamic(model: torch.nn.Module, example: torch.Tensor) -> Any:
 
 
 def calibrate(model: torch.nn.Module, images: Any, *, observer: str = DEFAULT_OBSERVER,
-              batch_size: int = CALIBRATION_BATCH, scheme: str = "static", fp32_layers: Sequence[str] = ()) -> Any:
+              batch_size: int = CALIBRATION_BATCH, scheme: str = "static") -> Any:
     """prepare_pt2e on the whole model and run ``images`` through its observers, ``batch_size`` at a time.
 
     ``scheme`` ``static`` quantizes every activation with calibrated ranges (``make_quantizer``);
-    ``hybrid`` only the depthwise convs' (``hybrid_quantizer``, less ``fp32_layers``), the rest dynamically.
+    ``hybrid`` only the depthwise convs' (``hybrid_quantizer``), the rest dynamically.
 
     Every weight layer and activation gets an observer; which of them become INT8 is decided at
     ``convert`` time, so one calibration serves the sensitivity analysis, the mixed-precision search
@@ -228,7 +225,7 @@ def calibrate(model: torch.nn.Module, images: Any, *, observer: str = DEFAULT_OB
     if scheme == "static":
         quantizer = make_quantizer(observer=observer)
     else:
-        quantizer = hybrid_quantizer(check_observer(observer), fp32_layers=fp32_layers)
+        quantizer = hybrid_quantizer(check_observer(observer))
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
