@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from export.errors import ExportConfigError
+from export.quant_report import is_depthwise
 from training import quant_observers
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def is_depthwise_conv(node: Any) -> bool:
         return False
     index = 6 if node.target == torch.ops.aten.conv2d.default else 8
     groups = node.args[index] if len(node.args) > index else 1
-    return int(groups) > 1 and int(weight.shape[1]) == 1
+    return is_depthwise(tuple(weight.shape), int(groups))
 
 
 def hybrid_quantizer(observer: str = DEFAULT_OBSERVER):

@@ -89,9 +89,11 @@ def _depthwise_sites(model) -> tuple[list[tuple[str, Any, Any]], list[str]]:
     """(name, block, batch norm after it) of every equalizable depthwise conv, and the names of the others."""
     from torch import nn
 
+    from export.quant_report import is_depthwise
+
     sites, skipped = [], []
     for name, module in model.named_modules():
-        if not (isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+        if not (isinstance(module, nn.Conv2d) and is_depthwise(tuple(module.weight.shape), module.groups)
                 and module.out_channels == module.in_channels):
             continue
         parent_name, _, attr = name.rpartition(".")

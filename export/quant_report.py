@@ -42,11 +42,16 @@ class _Tally:
         )
 
 
+def is_depthwise(weight_shape: tuple[int, ...], groups: int) -> bool:
+    """A grouped conv with one input channel per group (weight ``[out, in / groups, k...]``)."""
+    return len(weight_shape) > 2 and groups > 1 and weight_shape[1] == 1
+
+
 def _conv_kind(weight_shape: tuple[int, ...], groups: int) -> str:
     if len(weight_shape) == 2:
         return "linear"
     dims = len(weight_shape) - 2
-    if groups > 1 and weight_shape[1] == 1:
+    if is_depthwise(weight_shape, groups):
         return f"conv{dims}d-depthwise"
     return f"conv{dims}d"
 
