@@ -51,6 +51,7 @@ _QAT_KEY = "qat:converted"
 _SENSITIVITY_KEY = "executorch:sensitivity"
 _CALIBRATED_KEY = "executorch:calibrated"
 _EQUALIZED_KEY = "executorch:equalized"
+_FLOOR_KEY = "executorch:rounding-floor"
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def quantize_for_mode(ctx: ExportContext, graph_module: Any, mode: str | None) -
     if choice is not None:
         observer = choice.observer
         calibration = {**calibration, "observer": observer, "requested": "auto", **choice.to_dict()}
-    details: dict[str, Any] = {"calibration": calibration}
+    floor = _rounding_floor(ctx, images)
+    details: dict[str, Any] = {"calibration": calibration, "weight_rounding": floor.to_dict()}
     if equalization is not None:
         details["depthwise_equalization"] = equalization.to_dict()
     ranking = _ranking(ctx, prepared, images) if (mode == "mixed" or (config.sensitivity and mode == "static")) else None
@@ -122,6 +124,11 @@ def quantize_for_mode(ctx: ExportContext, graph_module: Any, mode: str | None) -
         if not selection.target_met:
             log.warning("mixed INT8: agreement %.3f on the calibration images is below the target %.3f (%s)",
                         selection.reached_agreement, selection.target_agreement, selection.stopped_because)
+            if floor.top1_agreement < selection.target_agreement:
+                log.warning("rounding the weights alone to INT8 already agrees only %.3f with FP32 (%.0f%% of the "
+                            "calibration images are closer calls than the logit change it causes): the target needs "
+                            "QAT, more layers in FP32, or a model with fewer close calls",
+                            floor.top1_agreement, 100 * floor.near_tie_share)
     converted = cal.convert(prepared, fp32_groups=fp32_groups)
     equalized = (f", their channels equalized ({len(equalization.layers)} depthwise convs)"
                  if equalization is not None else "")
@@ -157,6 +164,17 @@ def quantized_qat(ctx: ExportContext) -> Quantized:
 def _calibration_images(ctx: ExportContext) -> np.ndarray:
     assert ctx.calibration is not None
     return ctx.calibration.images
+
+
+def _rounding_floor(ctx: ExportContext, images: np.ndarray) -> sens.RoundingFloor:
+    """What rounding the weights alone to INT8 costs on the calibration images (``sensitivity.rounding_floor``)."""
+    if _FLOOR_KEY not in ctx.cache:
+        floor = sens.rounding_floor(ctx.model, images)
+        log.info("INT8 weight rounding alone: agreement %.3f with FP32 on %d calibration images, mean |logit "
+                 "change| %.4f, close calls %.1f%%", floor.top1_agreement, floor.images, floor.mean_abs_diff,
+                 100 * floor.near_tie_share)
+        ctx.cache[_FLOOR_KEY] = floor
+    return ctx.cache[_FLOOR_KEY]
 
 
 def _equalized(ctx: ExportContext, images: np.ndarray):

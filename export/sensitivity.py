@@ -81,6 +81,66 @@ def divergence(fp32_logits: np.ndarray, int8_logits: np.ndarray) -> tuple[float,
     return agreement, kl, float(np.abs(a - b).mean())
 
 
+@dataclass(frozen=True)
+class RoundingFloor:
+    """The FP32 model with only its weights rounded to INT8 (activations FP32), against FP32.
+
+    Every conv and linear weight is rounded to the nearest point of its per-output-channel symmetric
+    INT8 grid (scale max|w| / 127, XNNPACK's per-channel weight quantization; batch-norm folding scales
+    whole output channels, which scales the grid with them). An INT8 artifact with round-to-nearest
+    weights adds activation rounding on top, so it seldom agrees better than this: a target agreement
+    above ``top1_agreement`` needs weights that learn their rounding (QAT), layers kept FP32, or a
+    model whose answers are less close calls. ``near_tie_share`` says why: the share of images whose
+    FP32 top-1/top-2 logit margin is below the mean |logit change| rounding causes.
+    """
+
+    images: int
+    top1_agreement: float
+    kl_divergence: float
+    mean_abs_diff: float
+    near_tie_share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "measured_on": "calibration images",
+                "what": "every conv/linear weight rounded to its per-channel INT8 grid, activations FP32"}
+
+
+def round_weights_int8(model):
+    """A copy of ``model`` whose conv and linear weights are rounded to their per-output-channel INT8 grid."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in rounded.modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+                w = module.weight
+                dims = tuple(range(1, w.dim()))
+                scale = w.abs().amax(dim=dims, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny) / 127.0
+                w.copy_(torch.clamp(torch.round(w / scale), -127, 127) * scale)
+    return rounded
+
+
+def rounding_floor(model, images: np.ndarray, *, fp32_logits: np.ndarray | None = None,
+                   batch_size: int = 64) -> RoundingFloor:
+    """Measure ``RoundingFloor`` on ``images`` (float32 NCHW; the calibration images)."""
+    import torch
+
+    def logits(m) -> np.ndarray:
+        with torch.no_grad():
+            return np.concatenate([m(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size]))).numpy()
+                                   for i in range(0, images.shape[0], batch_size)])
+
+    reference = logits(model) if fp32_logits is None else fp32_logits
+    agreement, kl, mad = divergence(reference, logits(round_weights_int8(model)))
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    near_ties = float(np.mean(top2[:, 1] - top2[:, 0] < mad))
+    return RoundingFloor(images=int(images.shape[0]), top1_agreement=agreement, kl_divergence=kl,
+                         mean_abs_diff=mad, near_tie_share=near_ties)
+
+
 class _Measure:
     """A calibrated model converted with different FP32 groups, each measured against FP32 on ``images``."""
 

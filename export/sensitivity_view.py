@@ -15,8 +15,21 @@ def sensitivity_rows(manifest: Any) -> list[tuple[str, list[dict[str, Any]]]]:
     return out
 
 
+def rounding_floor_line(manifest: Any) -> str | None:
+    """One sentence on what rounding the weights alone to INT8 costs (``sensitivity.RoundingFloor``), if measured."""
+    for artifact in manifest.artifacts:
+        floor = (artifact.details or {}).get("weight_rounding")
+        if floor:
+            return (f"INT8 weight rounding alone (activations FP32): top-1 agreement "
+                    f"{100 * floor['top1_agreement']:.1f}% with FP32 on {floor['images']} calibration images, mean "
+                    f"|logit change| {floor['mean_abs_diff']:.4f}; {100 * floor['near_tie_share']:.1f}% of the "
+                    "images are closer calls than that (round-to-nearest INT8 seldom agrees better)")
+    return None
+
+
 def render_sensitivity(manifest: Any, *, top: int = 10) -> None:
-    """Print the ranking (once: every artifact of an export shares it) and each mixed artifact's FP32 groups."""
+    """Print the ranking (once: every artifact of an export shares it), what weight rounding alone costs, and
+    each mixed artifact's FP32 groups."""
     from rich.console import Console
     from rich.table import Table
 
@@ -31,6 +44,9 @@ def render_sensitivity(manifest: Any, *, top: int = 10) -> None:
             table.add_row(str(i), r["group"], str(r["layers"]), f"{100 * r['top1_agreement']:.1f}%",
                           f"{r['kl_divergence']:.2e}", f"{r['mean_abs_diff']:.3f}")
         console.print(table)
+    floor = rounding_floor_line(manifest)
+    if floor:
+        console.print(floor)
     for artifact in manifest.artifacts:
         mixed = (artifact.details or {}).get("mixed")
         if mixed:

@@ -18,6 +18,40 @@ def test_divergence_of_identical_and_flipped_logits():
     assert kl > 0.5 and mad == pytest.approx(np.abs(a - flipped).mean())
 
 
+def test_rounding_floor_rounds_each_weight_to_its_channel_grid_and_counts_the_answers_that_change():
+    import torch
+    from torch import nn
+
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        # row 0: grid step 1/127 ~ 0.0079, so 0.003 rounds to 0; row 1 is on its grid already
+        model.weight.copy_(torch.tensor([[1.0, 0.003], [1.0, 0.0]]))
+        model.bias.copy_(torch.tensor([0.0, 0.002]))
+    rounded = sens.round_weights_int8(model)
+    assert rounded.weight.tolist() == [[1.0, 0.0], [1.0, 0.0]] and model.weight[0, 1].item() == pytest.approx(0.003)
+    # image 1 ([0, 1]): FP32 logits (0.003, 0.002) -> class 0; rounded (0, 0.002) -> class 1. Image 2 keeps class 1.
+    images = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    floor = sens.rounding_floor(model, images)
+    assert floor.images == 2 and floor.top1_agreement == 0.5
+    assert floor.mean_abs_diff == pytest.approx(0.003 / 4)
+    assert floor.near_tie_share == 0.0  # both margins (0.001, 0.002) exceed the mean change 0.00075
+    record = floor.to_dict()
+    assert record["measured_on"] == "calibration images" and record["top1_agreement"] == 0.5
+
+
+def test_rounding_floor_of_a_real_model_keeps_per_channel_maxima_and_lands_on_the_grid(model_and_calibration):
+    import torch
+
+    model = model_and_calibration[0]
+    rounded = sens.round_weights_int8(model)
+    for (name, before), after in zip(model.state_dict().items(), rounded.state_dict().values(), strict=True):
+        if name.endswith("weight") and before.dim() in (2, 4):
+            scale = before.abs().flatten(1).amax(1) / 127
+            steps = after.flatten(1) / scale[:, None]
+            assert torch.allclose(steps, steps.round(), atol=1e-3), name
+            assert torch.allclose(after.abs().flatten(1).amax(1), before.abs().flatten(1).amax(1)), name
+
+
 def test_rank_puts_lowest_agreement_then_highest_divergence_first():
     def g(name, agreement, kl):
         return sens.GroupSensitivity(group=name, layers=1, weight_bytes_fp32=4, top1_agreement=agreement,
@@ -86,6 +120,9 @@ def test_export_mixed_records_fp32_layers_calibration_and_sensitivity(tmp_path, 
     for artifact in (static, mixed):
         assert artifact.details["calibration"] == {"observer": "percentile", "images": 8, "split": "train"}
         assert len(artifact.details["sensitivity"]["ranked"]) == 8
+        floor = artifact.details["weight_rounding"]  # measured once per export, recorded by every calibrated mode
+        assert floor == static.details["weight_rounding"] and floor["images"] == 8
+        assert 0 <= floor["top1_agreement"] <= 1 and floor["mean_abs_diff"] > 0
     info = mixed.details["mixed"]
     assert info["target_met"] == (info["reached_agreement"] >= 1.0)
     if info["target_met"]:
@@ -129,6 +166,9 @@ def test_export_command_mixed_with_sensitivity_prints_the_ranking(tmp_path, tiny
     assert f"{calibration['observer']} observer" in mixed.quantization.method
     assert manifest.config["target_agreement"] == 0.5
     assert "quantization sensitivity" in result.output and "conv_stem" in result.output
+    floor = mixed.details["weight_rounding"]
+    assert f"INT8 weight rounding alone (activations FP32): top-1 agreement {100 * floor['top1_agreement']:.1f}%" \
+        in " ".join(result.output.split())
     assert f"agreement on the calibration images {100 * mixed.details['mixed']['reached_agreement']:.1f}%" \
         in " ".join(result.output.split())
 
@@ -158,5 +198,6 @@ def test_export_hybrid_pte_has_every_layer_int8_and_onnx_records_a_skip(tmp_path
     assert {t["observer"] for t in calibration["trials"]} == set(cal.OBSERVERS)
     equalized = hybrid.details["depthwise_equalization"]  # on by default (ExportConfig.equalize_depthwise)
     assert equalized["layers"] and not equalized["skipped"] and "equalized" in q.method
+    assert hybrid.details["weight_rounding"]["images"] == 8 and "weight_rounding" not in dynamic.details
     loaded = load_manifest(manifest.path, verify_files=True)
     assert {a.mode for a in loaded.artifacts} == {"dynamic", "hybrid"}
