@@ -353,6 +353,11 @@ def _stage_export(cfg: DemoConfig, data: Mapping[str, str], trained: Mapping[str
     manifest = export_all(checkpoint, folder, config, on_event=on_event)
     for failure in getattr(manifest, "failures", ()):
         emit(DemoEvent("note", "export", f"export failed: {failure}", ok=False))
+    from export.sensitivity_view import rounding_floor_line
+
+    floor = rounding_floor_line(manifest)  # what rounding the weights alone costs: the calibrated modes measure it
+    if floor:
+        emit(DemoEvent("note", "export", floor))
     return {"manifest": str((folder / "manifest.json").resolve()),
             "artifacts": [a.label for a in manifest.artifacts]}
 
