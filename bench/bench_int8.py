@@ -10,10 +10,12 @@ checkpoint (the packaged ``qat`` defaults of ``resolve_qat_config``, in the benc
 image, and compared with the eager FP32 model (the QAT run's teacher is that same model).
 Calibration, the mixed-precision choice and QAT use training images only.
 
-Figures: what rounding the weights alone to INT8 costs (eager, the floor of round-to-nearest INT8), then per method: top-1 agreement with FP32 (target >= 99%), seen accuracy change in points
-(target within 0.5), size / FP32 .pte (target <= 0.30), host-CPU latency / static INT8 (target <= 1.05
-for hybrid and mixed) and / FP32, all latencies interleaved in one loop; the wall time of the parallel export of
-FP32 + the four post-training methods (target < 90 s); and the QAT run's training time (no target).
+Figures: what rounding the weights alone to INT8 costs (eager, activations FP32: the floor of
+round-to-nearest INT8); then per method: top-1 agreement with FP32 (target >= 99%), seen accuracy change
+in points (target within 0.5), size / FP32 .pte (target <= 0.30), host-CPU latency / static INT8 (target
+<= 1.05 for hybrid and mixed) and / FP32, all latencies interleaved in one loop; the wall time of the
+parallel export of FP32 + the four post-training methods (target < 90 s); and the QAT run's training
+time (no target).
 ``--quick``: timm's ``test_efficientnet`` at 64 px, trained for a few steps on a tiny sample (seeded);
 QAT for one epoch of at most 2 steps.
 """
