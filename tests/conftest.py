@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ import pytest
 from training.sample import SampleConfig, generate_sample
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# A suite started as a background job of a non-interactive shell (`make test &`, `nohup ... &`) inherits
+# SIGINT ignored, and so would every process it starts: the tests that press Ctrl-C on a server or an
+# ablation (test_device_cli, test_faults) then wait for a process that never hears it. Their children
+# must see the default disposition, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # A small sample: 7 classes x (24 + 8) RAF-DB, 7 x (12 + 4 + 4) FER, 7 x 6 custom images.
 TINY_SAMPLE = SampleConfig(

@@ -55,3 +55,13 @@ def test_data_sample_writes_three_layouts(tmp_path):
     assert len(list((tmp_path / "custom/happy").glob("*.jpg"))) == 2
     info = CliRunner().invoke(cli, ["data", "info", str(tmp_path / "rafdb"), "--json"])
     assert '"kind": "rafdb_basic"' in info.output
+
+
+def test_processes_the_suite_starts_hear_ctrl_c():
+    """Even when the suite itself was started with SIGINT ignored (a background job: conftest resets it)."""
+    import subprocess
+    import sys
+
+    code = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "True"
