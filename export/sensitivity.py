@@ -126,15 +126,8 @@ def round_weights_int8(model):
 def rounding_floor(model, images: np.ndarray, *, fp32_logits: np.ndarray | None = None,
                    batch_size: int = 64) -> RoundingFloor:
     """Measure ``RoundingFloor`` on ``images`` (float32 NCHW; the calibration images)."""
-    import torch
-
-    def logits(m) -> np.ndarray:
-        with torch.no_grad():
-            return np.concatenate([m(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size]))).numpy()
-                                   for i in range(0, images.shape[0], batch_size)])
-
-    reference = logits(model) if fp32_logits is None else fp32_logits
-    agreement, kl, mad = divergence(reference, logits(round_weights_int8(model)))
+    reference = cal.run_graph(model, images, batch_size) if fp32_logits is None else fp32_logits
+    agreement, kl, mad = divergence(reference, cal.run_graph(round_weights_int8(model), images, batch_size))
     top2 = np.sort(reference, axis=1)[:, -2:]
     near_ties = float(np.mean(top2[:, 1] - top2[:, 0] < mad))
     return RoundingFloor(images=int(images.shape[0]), top1_agreement=agreement, kl_divergence=kl,
