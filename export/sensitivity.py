@@ -195,9 +195,8 @@ def choose_observer(model, images: np.ndarray, *, observers: Sequence[str] = cal
     """
     measured: list[tuple[ObserverTrial, Any]] = []
     fp32_logits = None
-    for observer in observers:
-        started = time.perf_counter()
-        prepared = cal.calibrate(model, images, observer=observer, scheme=scheme)
+    started = time.perf_counter()
+    for observer, prepared in cal.calibrate_each(model, images, observers, scheme=scheme):
         measure = _Measure(model, prepared, images, fp32_logits=fp32_logits,
                            batch_size=1 if scheme == "hybrid" else 64)
         fp32_logits = measure.fp32_logits
@@ -206,6 +205,7 @@ def choose_observer(model, images: np.ndarray, *, observers: Sequence[str] = cal
                               seconds=round(time.perf_counter() - started, 2))
         log.info("calibration observer %s: agreement %.3f, KL %.2e (%.1f s)", observer, agreement, kl, trial.seconds)
         measured.append((trial, prepared))
+        started = time.perf_counter()
     if not measured:
         raise ValueError("choose_observer needs at least one observer")
     measured.sort(key=lambda tp: (-tp[0].top1_agreement, tp[0].kl_divergence, tp[0].mean_abs_diff))

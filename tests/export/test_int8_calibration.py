@@ -72,6 +72,30 @@ def test_every_observer_calibrates_and_converts(tiny_model, observer):
     assert np.abs(cal.run_graph(converted, images) - eager).max() < 0.05
 
 
+@pytest.mark.parametrize("scheme", cal.SCHEMES)
+def test_calibrate_each_matches_one_calibration_per_observer(tiny_model, scheme):
+    """One export + prepare shared by every observer gives exactly what a calibration of each alone gives."""
+    import torch
+
+    images = np.random.default_rng(3).normal(size=(6, 3, 64, 64)).astype(np.float32)
+    images[5] *= 20  # an outlier, so the observers' ranges differ
+    observers = ("percentile", "minmax", "histogram", "moving_average")  # not OBSERVERS' order: any first
+    shared = dict(cal.calibrate_each(tiny_model, images, observers, batch_size=2, scheme=scheme))
+    assert list(shared) == list(observers)
+    batch = 1 if scheme == "hybrid" else 64
+    outputs = {}
+    for observer in observers:
+        alone = cal.calibrate(tiny_model, images, observer=observer, batch_size=2, scheme=scheme)
+        kinds = {type(m).__name__ for m in shared[observer].modules()}
+        assert kinds == {type(m).__name__ for m in alone.modules()}, observer
+        outputs[observer] = cal.run_graph(cal.convert(shared[observer]), images, batch_size=batch)
+        assert np.array_equal(outputs[observer], cal.run_graph(cal.convert(alone), images, batch_size=batch)), observer
+    assert not np.array_equal(outputs["minmax"], outputs["percentile"])  # the swap did change the ranges
+    with torch.no_grad():
+        fp32 = tiny_model(torch.from_numpy(images)).numpy()
+    assert np.abs(outputs["histogram"] - fp32).max() < 0.15 * np.abs(fp32).max()  # still the model, quantized
+
+
 def test_fp32_groups_keep_float_weights_and_only_groups_quantize_just_those(tiny_model, calibrated):
     _, prepared = calibrated
     head_fp32 = count_pt2e_graph(cal.convert(prepared, fp32_groups=["conv_head", "classifier"]), method="m")
