@@ -12,6 +12,9 @@ FORMATS: tuple[str, ...] = ("torchscript", "executorch", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 INT8_MODES: tuple[str, ...] = ("dynamic", "static", "hybrid", "mixed", "qat")
 CALIBRATION_OBSERVERS: tuple[str, ...] = ("auto", "minmax", "moving_average", "histogram", "percentile")
+# the INT8 modes whose artifacts calibrate activation ranges on training images, per format that has them
+# (each a subset of that format module's MODES["int8"]; tests/export/test_int8_calibration.py checks)
+CALIBRATED_MODES: dict[str, tuple[str, ...]] = {"executorch": ("static", "hybrid", "mixed"), "onnx": ("static",)}
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,11 @@ class ExportConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        """True when a static (hybrid, mixed) INT8 artifact is requested for a format that has that mode."""
-        return "int8" in self.precisions and bool({"static", "hybrid", "mixed"} & set(self.int8_modes)) and (
-            "executorch" in self.formats or "onnx" in self.formats
-        )
+        """True when an INT8 artifact that calibrates activation ranges is requested for a format that has
+        that mode (``CALIBRATED_MODES``): ONNX-only hybrid or mixed asks for no calibration data."""
+        if "int8" not in self.precisions:
+            return False
+        return any(set(CALIBRATED_MODES.get(fmt, ())) & set(self.int8_modes) for fmt in self.formats)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (paths as strings) for the manifest."""

@@ -115,6 +115,22 @@ def test_export_config_checks_observer_and_targets():
     with pytest.raises(ExportConfigError, match="target_agreement"):
         ExportConfig(target_agreement=1.5)
     assert ExportConfig(int8_modes=("mixed",), calibration_data=None).needs_calibration
+
+
+def test_calibration_is_asked_for_only_where_a_format_calibrates():
+    """ONNX has no hybrid or mixed mode: an ONNX-only export of those needs no calibration data."""
+    from export import executorch_export, onnx_export, torchscript
+    from export.config import CALIBRATED_MODES
+
+    assert set(CALIBRATED_MODES) == {"executorch", "onnx"}
+    assert set(torchscript.MODES["int8"]) == {"dynamic"}
+    assert set(executorch_export.MODES["int8"]) - {"dynamic", "qat"} == set(CALIBRATED_MODES["executorch"])
+    assert set(onnx_export.MODES["int8"]) - {"dynamic", "qat"} == set(CALIBRATED_MODES["onnx"])
+    assert not ExportConfig(formats=("onnx",), int8_modes=("hybrid", "mixed")).needs_calibration
+    assert ExportConfig(formats=("onnx",), int8_modes=("static",)).needs_calibration
+    assert ExportConfig(formats=("onnx", "executorch"), int8_modes=("hybrid",)).needs_calibration
+    assert not ExportConfig(formats=("torchscript",), int8_modes=("static",)).needs_calibration
+    assert not ExportConfig(formats=("executorch",), precisions=("fp32",), int8_modes=("static",)).needs_calibration
     assert ExportConfig().to_dict()["calibration_observer"] == "auto"
 
 
