@@ -68,6 +68,7 @@ _INDEPENDENT_JOBS: frozenset[str] = frozenset({"executorch"})
 _JOB_COST_S: dict[Job, float] = {
     ("executorch", "fp32", None): 30.0, ("executorch", "int8", "dynamic"): 37.0,
     ("executorch", "int8", "static"): 64.0, ("executorch", "int8", "mixed"): 60.0,
+    ("executorch", "int8", "hybrid"): 70.0,  # 68 s alone (2026-12-07): auto's four observers, measured per image
     ("executorch", "int8", "qat"): 40.0, ("onnx", "int8", "qat"): 10.0,
     ("onnx", "fp32", None): 8.0, ("onnx", "int8", "dynamic"): 1.0, ("onnx", "int8", "static"): 5.0,
     ("torchscript", "fp32", None): 5.0, ("torchscript", "int8", "dynamic"): 13.0,

@@ -78,6 +78,12 @@ def test_jobs_are_grouped_by_shared_intermediates_longest_group_first():
     # A mode the rules do not know (a new ExecuTorch INT8 mode) runs as a group of its own, not with another's.
     extra = [*jobs, ("executorch", "int8", "new")]
     assert [len(extra) - 1] in group_jobs(extra)
+    # The demo's export: hybrid INT8 (calibration + four observers measured) takes as long as the rest of
+    # the ExecuTorch jobs together, so it is handed out first (last, it left one worker idle for ~40 s).
+    demo = [("executorch", "fp32", None), ("executorch", "int8", "dynamic"), ("executorch", "int8", "hybrid"),
+            ("onnx", "fp32", None), ("onnx", "int8", "dynamic"), ("torchscript", "fp32", None),
+            ("torchscript", "int8", "dynamic")]
+    assert group_jobs(demo)[0] == [2]
 
 
 @pytest.mark.parametrize(("requested", "groups", "cores", "expected"), [
