@@ -238,6 +238,8 @@ def calibrate_each(model: torch.nn.Module, images: Any, observers: Sequence[str]
     x = _as_batch(images)
     template = _prepare(model, x, observers[0], scheme)
     first_class = _observer_class(observers[0])
+    activation_qscheme = quantization_config(observers[0]).input_activation.qscheme  # per-tensor affine; the
+    # weights' observers are per-channel symmetric, so a weight observer of the same class is never swapped
     for i, observer in enumerate(observers):
         prepared = template if i == len(observers) - 1 else copy_prepared(template)
         if observer != observers[0]:
@@ -247,7 +249,7 @@ def calibrate_each(model: torch.nn.Module, images: Any, observers: Sequence[str]
             make = spec.observer_or_fake_quant_ctr.with_args(**kwargs)
             fresh: dict[int, Any] = {}  # one replacement per module, under every name it is registered by
             for name, module in list(prepared.named_modules(remove_duplicate=False)):
-                if type(module) is first_class:
+                if type(module) is first_class and getattr(module, "qscheme", None) == activation_qscheme:
                     parent, _, attr = name.rpartition(".")
                     replacement = fresh.setdefault(id(module), make())
                     setattr(prepared.get_submodule(parent) if parent else prepared, attr, replacement)
