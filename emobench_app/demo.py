@@ -335,8 +335,9 @@ def _stage_export(cfg: DemoConfig, data: Mapping[str, str], trained: Mapping[str
     from export.pipeline import export_all
 
     folder = cfg.out_dir / "export"
-    # jobs auto: the hybrid artifact's calibration and lowering take as long as all the other artifacts
-    # together, so two processes overlap them (demo model, 2 cores, back to back: 167 s in one, 129 s in two)
+    # jobs auto: the hybrid artifact's calibration and lowering take about as long as all the other artifacts
+    # together, so two processes overlap them (demo model, 2 cores, 2026-12-07: 139-167 s in one process,
+    # 82-90 s in two with hybrid handed out first)
     config = ExportConfig(formats=cfg.formats, precisions=("fp32", "int8"), int8_modes=cfg.export_int8_modes,
                           eval_data=Path(data["rafdb"]), eval_images=16 if cfg.quick else 32,
                           calibration_data=Path(data["rafdb"]), overwrite=True, jobs=None)
