@@ -38,9 +38,11 @@ the INT8 artifact must agree with, and ``build_qat_model`` returns the trained Q
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,7 +290,32 @@ class QatModel(nn.Module):
 
         graph = copy.deepcopy(self.graph)
         move_exported_model_to_eval(graph)
-        return convert_pt2e(graph)
+        with conv_bn_rewrites_for(graph.graph):
+            converted = convert_pt2e(graph)
+        drop_batch_counter_updates(converted)
+        return converted
+
+
+def drop_batch_counter_updates(graph_module: Any) -> int:
+    """Erase the ``num_batches_tracked += 1`` of every batch norm from a converted QAT graph; returns how many.
+
+    The QAT graph is exported in train mode, which records that update. ``convert_pt2e`` removes it
+    only for ``torch.nn.BatchNorm2d`` itself, not for subclasses such as timm's ``BatchNormAct2d``, so
+    the ``int8-qat`` program would otherwise bump one counter per batch norm, outside the XNNPACK
+    delegate, on every inference (ExecuTorch warns of a buffer mutation). Nothing reads the counters
+    once the batch norms are folded.
+    """
+    dropped = 0
+    for node in list(graph_module.graph.nodes):
+        source: Any = node.args[0] if node.op == "call_function" and node.args else None
+        if (node.target == torch.ops.aten.add_.Tensor and not node.users and getattr(source, "op", None) == "get_attr"
+                and str(source.target).endswith("num_batches_tracked")):
+            graph_module.graph.erase_node(node)
+            dropped += 1
+    if dropped:
+        graph_module.graph.eliminate_dead_code()
+        graph_module.recompile()
+    return dropped
 
 
 def _batched(module: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -326,8 +353,60 @@ def prepare_qat(model: nn.Module, input_shape: tuple[int, int, int]) -> QatModel
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=False)
     finally:
         model.train(was_training)
-    prepared = prepare_qat_pt2e(program.module(), qat_quantizer())
+    with conv_bn_rewrites_for(program.graph):
+        prepared = prepare_qat_pt2e(program.module(), qat_quantizer())
     return QatModel(prepared)
+
+
+_CONV_KINDS = ("conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+_GENERIC_CONVS = frozenset({"convolution", "_convolution"})
+_REWRITE_HELPERS = ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper")
+_REWRITE_LOCK = threading.RLock()
+
+
+def conv_kinds_in(graph: Any) -> frozenset[str]:
+    """The conv kinds (``_CONV_KINDS``) that torchao's conv-bn QAT rewrites could match in ``graph``.
+
+    All four when the graph holds a generic ``aten.convolution``, which any of them may be.
+    """
+    ops = {str(getattr(getattr(node.target, "overloadpacket", None), "__name__", ""))
+           for node in graph.nodes if node.op == "call_function"}
+    return frozenset(_CONV_KINDS) if ops & _GENERIC_CONVS else frozenset(ops & set(_CONV_KINDS))
+
+
+@contextlib.contextmanager
+def conv_bn_rewrites_for(graph: Any) -> Iterator[list[str]]:
+    """Run torchao's conv-bn QAT rewrites only for the conv kinds ``graph`` has.
+
+    ``prepare_qat_pt2e`` (fuse) and ``convert_pt2e`` (fold) rewrite conv + batch norm for conv1d,
+    conv2d, conv_transpose1d and conv_transpose2d in turn, whatever the model holds, and each rewrite
+    first ``torch.export``s its pattern graphs: 96 small exports in convert (about 0.15-0.3 s each;
+    twice as many on a machine with CUDA). A rewrite for a conv kind with no node in the graph matches
+    nothing, so it is skipped. For a 2-D CNN this cuts ``convert`` of test_efficientnet's QAT graph from
+    14.5 s to 3.5 s with the same converted code and outputs. Yields the skipped kinds, for logs and tests.
+    """
+    from torchao.quantization.pt2e import qat_utils
+
+    present = conv_kinds_in(graph)
+    skipped: list[str] = []
+
+    def only_present(helper: Callable[..., Any]) -> Callable[..., Any]:
+        def run(m: Any, conv_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            if getattr(conv_fn, "__name__", None) in _CONV_KINDS and conv_fn.__name__ not in present:
+                skipped.append(conv_fn.__name__)
+                return m
+            return helper(m, conv_fn, *args, **kwargs)
+        return run
+
+    with _REWRITE_LOCK:
+        originals = {name: getattr(qat_utils, name) for name in _REWRITE_HELPERS if hasattr(qat_utils, name)}
+        for name, helper in originals.items():
+            setattr(qat_utils, name, only_present(helper))
+        try:
+            yield skipped
+        finally:
+            for name, helper in originals.items():
+                setattr(qat_utils, name, helper)
 
 
 def build_qat_model(fp32_model: nn.Module, input_shape: tuple[int, int, int],

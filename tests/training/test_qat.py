@@ -105,6 +105,45 @@ def qat_run(fp32_run, tmp_path_factory):
     return out, train(_qat_config(fp32_run, out, run_name="q"))
 
 
+def test_conv_bn_rewrites_run_only_for_conv_kinds_the_graph_has(qat_run):
+    """convert skips torchao's conv-bn folds for conv kinds the model lacks, and still folds every batch norm."""
+    from torch.fx import Graph
+
+    from training.qat import conv_bn_rewrites_for, conv_kinds_in, drop_batch_counter_updates
+
+    _, result = qat_run
+    qat = load_checkpoint(result.checkpoint_path).build_qat_model()
+    assert conv_kinds_in(qat.graph.graph) == {"conv2d"}
+    generic = Graph()
+    generic.call_function(torch.ops.aten.convolution.default, ())
+    assert conv_kinds_in(generic) == {"conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"}
+
+    import copy
+
+    import torchao.quantization.pt2e.qat_utils as qat_utils
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    original = qat_utils._fold_conv_bn_qat_helper
+    graph = copy.deepcopy(qat.graph)
+    move_exported_model_to_eval(graph)
+    with conv_bn_rewrites_for(graph.graph) as skipped:
+        assert qat_utils._fold_conv_bn_qat_helper is not original
+        converted = convert_pt2e(graph)
+    assert qat_utils._fold_conv_bn_qat_helper is original  # restored
+    assert sorted(skipped) == ["conv1d", "conv_transpose1d", "conv_transpose2d"]
+    ops = {getattr(getattr(n.target, "overloadpacket", None), "__name__", None) for n in converted.graph.nodes}
+    # the conv2d fold ran: no batch norm is left beside its conv (the INT8 conv carries it, as on the device)
+    assert "conv2d" in ops and not ops & {"batch_norm", "_native_batch_norm_legit_no_training"}, ops
+    # torchao leaves timm's BatchNormAct2d counters (num_batches_tracked += 1) in; converted() drops them, so the
+    # int8-qat program mutates no state per inference
+    counters = [n for n in converted.graph.nodes if n.target == torch.ops.aten.add_.Tensor]
+    assert counters and drop_batch_counter_updates(converted) == len(counters)
+    mutated = [n for n in qat.converted().graph.nodes if n.op == "call_function" and n.target._schema.is_mutable
+               and n.args and getattr(n.args[0], "op", None) == "get_attr"]
+    assert not mutated, mutated
+
+
 def test_qat_trains_from_the_fp32_run_and_writes_a_qat_checkpoint(fp32_run, qat_run):
     out, result = qat_run
     assert result.run_dir == out / "qat" / "q-test_efficientnet"
