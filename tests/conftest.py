@@ -85,3 +85,33 @@ def native_runner(_runner_cache):
     from android_bench.native import build_runner
 
     return build_runner()
+
+
+# The reliability suite's per-category counts (tests/reliability/tally.py). Under pytest-xdist the tests run
+# in worker processes: each hands its counts to the controller when it finishes, and the controller, which
+# prints the summary, adds them up.
+def pytest_sessionfinish(session) -> None:
+    from tests.reliability.tally import TALLY
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reliability_tally"] = TALLY.to_dict()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    from tests.reliability.tally import TALLY
+
+    counts = getattr(node, "workeroutput", {}).get("reliability_tally")
+    if counts:
+        TALLY.merge(counts)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from tests.reliability.tally import TALLY
+
+    lines = TALLY.lines()
+    if lines:
+        terminalreporter.section("reliability")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -21,6 +21,9 @@ from device_results.store import TABLE_ORDER, ResultsStore
 from tests.device_results.tiny_export import build_tiny_export
 from tests.slurm_cluster import job_states, jobcomp, local_slurm, queued, wait_until
 
+# one local Slurm cluster at a time (each test module starts its own): pinned to one xdist worker
+pytestmark = pytest.mark.xdist_group("slurm")
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "android_bench" / "slurm" / "device_hosts.slurm"
 MODELS = ("executorch-fp32", "executorch-int8-dynamic")

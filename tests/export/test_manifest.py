@@ -11,6 +11,9 @@ import pytest
 from export.errors import ManifestError
 from export.manifest import SCHEMA_PATH, load_manifest, load_schema
 
+# the session's full_export (~45 s) is built once per xdist worker: keep its users on one
+pytestmark = pytest.mark.xdist_group("full_export")
+
 
 def test_written_manifest_validates_against_the_schema_in_the_repo(full_export):
     schema = json.loads(SCHEMA_PATH.read_text())

@@ -14,6 +14,9 @@ from export.manifest import load_manifest
 from export.runtimes import EagerRuntime, load_runtime
 from export.verify import compare_logits
 
+# the session's full_export (~45 s) is built once per xdist worker: keep its users on one
+pytestmark = pytest.mark.xdist_group("full_export")
+
 EXPECTED_KEYS = {
     ("torchscript", "fp32", None), ("torchscript-lite", "fp32", None),
     ("torchscript", "int8", "dynamic"), ("torchscript-lite", "int8", "dynamic"),

@@ -8,6 +8,9 @@ import pytest
 from export.errors import RuntimeUnavailableError
 from export.runtimes import EagerRuntime, load_runtime, run_in_chunks
 
+# the session's full_export (~45 s) is built once per xdist worker: keep its users on one
+pytestmark = pytest.mark.xdist_group("full_export")
+
 
 def test_run_in_chunks_pads_the_last_chunk_and_drops_the_padding():
     calls = []

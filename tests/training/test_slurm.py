@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 PHASE1_SCRIPT = REPO / "training" / "slurm" / "train.emotion_phase1.slurm"
 PHASE2_SCRIPT = REPO / "training" / "slurm" / "train.emotion_phase2.slurm"
 QAT_SCRIPT = REPO / "training" / "slurm" / "train.emotion_qat.slurm"
-pytestmark = [pytest.mark.system, pytest.mark.slow]
+# one local Slurm cluster at a time (each test module starts its own): pinned to one xdist worker
+pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 @pytest.fixture(scope="module")
