@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.tally import TALLY
 from training.sample import SampleConfig, generate_sample
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -91,8 +92,6 @@ def native_runner(_runner_cache):
 # in worker processes: each hands its counts to the controller when it finishes, and the controller, which
 # prints the summary, adds them up.
 def pytest_sessionfinish(session) -> None:
-    from tests.reliability.tally import TALLY
-
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["reliability_tally"] = TALLY.to_dict()
@@ -100,16 +99,12 @@ def pytest_sessionfinish(session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
-    from tests.reliability.tally import TALLY
-
     counts = getattr(node, "workeroutput", {}).get("reliability_tally")
     if counts:
         TALLY.merge(counts)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    from tests.reliability.tally import TALLY
-
     lines = TALLY.lines()
     if lines:
         terminalreporter.section("reliability")

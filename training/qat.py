@@ -364,13 +364,18 @@ _REWRITE_HELPERS = ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper")
 _REWRITE_LOCK = threading.RLock()
 
 
+def op_names(graph: Any) -> set[str]:
+    """The aten op names (``conv2d``, ``batch_norm``, ``add_``...) that ``graph``'s call_function nodes run."""
+    return {str(getattr(getattr(node.target, "overloadpacket", None), "__name__", ""))
+            for node in graph.nodes if node.op == "call_function"}
+
+
 def conv_kinds_in(graph: Any) -> frozenset[str]:
     """The conv kinds (``_CONV_KINDS``) that torchao's conv-bn QAT rewrites could match in ``graph``.
 
     All four when the graph holds a generic ``aten.convolution``, which any of them may be.
     """
-    ops = {str(getattr(getattr(node.target, "overloadpacket", None), "__name__", ""))
-           for node in graph.nodes if node.op == "call_function"}
+    ops = op_names(graph)
     return frozenset(_CONV_KINDS) if ops & _GENERIC_CONVS else frozenset(ops & set(_CONV_KINDS))
 
 

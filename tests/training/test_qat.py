@@ -109,7 +109,7 @@ def test_conv_bn_rewrites_run_only_for_conv_kinds_the_graph_has(qat_run):
     """convert skips torchao's conv-bn folds for conv kinds the model lacks, and still folds every batch norm."""
     from torch.fx import Graph
 
-    from training.qat import conv_bn_rewrites_for, conv_kinds_in, drop_batch_counter_updates
+    from training.qat import conv_bn_rewrites_for, conv_kinds_in, drop_batch_counter_updates, op_names
 
     _, result = qat_run
     qat = load_checkpoint(result.checkpoint_path).build_qat_model()
@@ -132,7 +132,7 @@ def test_conv_bn_rewrites_run_only_for_conv_kinds_the_graph_has(qat_run):
         converted = convert_pt2e(graph)
     assert qat_utils._fold_conv_bn_qat_helper is original  # restored
     assert sorted(skipped) == ["conv1d", "conv_transpose1d", "conv_transpose2d"]
-    ops = {getattr(getattr(n.target, "overloadpacket", None), "__name__", None) for n in converted.graph.nodes}
+    ops = op_names(converted.graph)
     # the conv2d fold ran: no batch norm is left beside its conv (the INT8 conv carries it, as on the device)
     assert "conv2d" in ops and not ops & {"batch_norm", "_native_batch_norm_legit_no_training"}, ops
     # torchao leaves timm's BatchNormAct2d counters (num_batches_tracked += 1) in; converted() drops them, so the
